@@ -1,0 +1,7 @@
+"""The database port (`Database`) and its two adapters: asyncpg (direct Postgres) and supabase-py."""
+
+from __future__ import annotations
+
+from instagram_dm.db.port import Database, Notifications, translate_error
+
+__all__ = ["Database", "Notifications", "translate_error"]

@@ -1,0 +1,80 @@
+"""One narrow port to the database: call a named RPC with named arguments.
+
+Both adapters call the same SQL functions from `supabase/migrations/` and return the same Python
+values: a ``jsonb`` result comes back decoded (dict / list), scalars as Python scalars, ``void`` as
+None. Errors from either adapter go through :func:`translate_error`, so callers catch one tree.
+
+RPC convention (see README "RPCs"): every function is called by name with named arguments
+(``p_*``), returns one value (``jsonb`` for structures), and raises domain errors as
+``raise exception '<snake_case_code>' using errcode = '<sqlstate>', detail = '<sentence>'``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, Protocol
+
+from instagram_dm import errors
+
+# SQLSTATEs our functions use for domain errors, and what they mean at the edges.
+_BY_SQLSTATE: dict[str, type[errors.InstagramDMError]] = {
+    "28000": errors.AuthError,  # invalid_authorization_specification
+    "42501": errors.ForbiddenError,  # insufficient_privilege
+    "P0002": errors.NotFoundError,  # no_data_found
+    "22023": errors.BadRequestError,  # invalid_parameter_value
+    "22P02": errors.BadRequestError,  # invalid_text_representation (a malformed uuid, say)
+    "23505": errors.ConflictError,  # unique_violation
+    "23503": errors.ConflictError,  # foreign_key_violation
+    "42883": errors.RPCNotFoundError,  # undefined_function
+    "PGRST202": errors.RPCNotFoundError,  # PostgREST: function not in its schema cache
+    "39000": errors.EncryptionKeyMismatchError,  # pgcrypto: "Wrong key or corrupt data"
+}
+# Codes carried in the message of `raise exception '<code>'` that have a class of their own.
+_BY_MESSAGE: dict[str, type[errors.InstagramDMError]] = {
+    "invalid_state": errors.OAuthStateError,
+    "encryption_key_mismatch": errors.EncryptionKeyMismatchError,
+}
+
+
+def translate_error(sqlstate: str | None, message: str, detail: str | None = None) -> errors.InstagramDMError:
+    """Map a database error (SQLSTATE, message, detail) onto our exception tree."""
+    sqlstate = sqlstate or ""
+    code = message.strip()
+    is_code = bool(code) and code.replace("_", "").isalnum() and code.islower() and " " not in code
+    cls = _BY_MESSAGE.get(code) if is_code else None
+    if cls is None:
+        cls = _BY_SQLSTATE.get(sqlstate)
+    if cls is None:
+        cls = errors.DatabaseUnavailableError if sqlstate.startswith(("08", "53", "57P")) else errors.DatabaseError
+    if is_code:
+        return cls(detail or code.replace("_", " ").capitalize() + ".", code=code)
+    # A raw database message may quote data; keep it out of what people see.
+    return cls()
+
+
+class Notifications(Protocol):
+    """A stream of NOTIFY payloads on one channel (asyncpg adapter only)."""
+
+    def __aiter__(self) -> AsyncIterator[str]: ...
+
+    async def close(self) -> None: ...
+
+
+class Database(Protocol):
+    """Call service-role RPCs; the only way the core talks to Postgres."""
+
+    supports_listen: bool
+
+    async def rpc(self, name: str, args: Mapping[str, Any] | None = None) -> Any:
+        """Call ``public.<name>(**args)`` and return its decoded result."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise DatabaseUnavailableError unless the database answers."""
+        ...
+
+    async def listen(self, channel: str) -> Notifications:
+        """Subscribe to NOTIFY on `channel`; raises NotImplementedError where unsupported."""
+        ...
+
+    async def close(self) -> None: ...

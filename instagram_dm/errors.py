@@ -1,0 +1,116 @@
+"""The one exception tree of instagram-dm.
+
+Every error the core raises derives from :class:`InstagramDMError`. Each class's docstring is its
+default message, and ``code`` is the stable ``snake_case`` code the edges (HTTP API, CLI) show::
+
+    InstagramDMError
+    ├── ConfigError                 a setting is missing, a placeholder, or malformed
+    ├── AuthError                   the caller's access token is missing, expired or forged (401)
+    ├── ForbiddenError              authenticated, but not allowed (403)
+    ├── BadRequestError             input that can never succeed (400)
+    ├── NotFoundError               the row named does not exist (404)
+    ├── DatabaseError               the database failed or refused
+    │   ├── DatabaseUnavailableError    cannot reach it (503)
+    │   ├── RPCNotFoundError            the function is missing: migrations not applied
+    │   ├── ConflictError               a unique key or foreign key said no (409)
+    │   └── EncryptionKeyMismatchError  ciphertext was written with another key
+    ├── OAuthStateError             the OAuth state is unknown, expired or already used
+    └── MetaError                   Meta's Graph API answered with an error (see graph.errors)
+
+Messages never contain tokens, codes or secrets: the edges show them to people.
+"""
+
+from __future__ import annotations
+
+
+class InstagramDMError(Exception):
+    """Something went wrong in instagram-dm."""
+
+    code = "internal_error"
+    http_status = 500
+
+    def __init__(self, message: str | None = None, *, code: str | None = None) -> None:
+        self.message = message or (self.__doc__ or "").strip().splitlines()[0]
+        if code is not None:
+            self.code = code
+        super().__init__(self.message)
+
+
+class ConfigError(InstagramDMError):
+    """The configuration is incomplete or invalid."""
+
+    code = "config_error"
+
+
+class AuthError(InstagramDMError):
+    """The access token is missing, expired or invalid."""
+
+    code = "unauthorized"
+    http_status = 401
+
+
+class ForbiddenError(InstagramDMError):
+    """You are not allowed to do this."""
+
+    code = "forbidden"
+    http_status = 403
+
+
+class BadRequestError(InstagramDMError):
+    """The request is malformed."""
+
+    code = "bad_request"
+    http_status = 400
+
+
+class NotFoundError(InstagramDMError):
+    """Not found."""
+
+    code = "not_found"
+    http_status = 404
+
+
+class DatabaseError(InstagramDMError):
+    """The database could not complete the request."""
+
+    code = "database_error"
+
+
+class DatabaseUnavailableError(DatabaseError):
+    """The database is unreachable."""
+
+    code = "database_unavailable"
+    http_status = 503
+
+
+class RPCNotFoundError(DatabaseError):
+    """A database function is missing; are the migrations applied?"""
+
+    code = "rpc_not_found"
+
+
+class ConflictError(DatabaseError):
+    """The change conflicts with existing data."""
+
+    code = "conflict"
+    http_status = 409
+
+
+class EncryptionKeyMismatchError(DatabaseError):
+    """The stored tokens were encrypted with a different INSTAGRAM_TOKEN_ENCRYPTION_KEY."""
+
+    code = "encryption_key_mismatch"
+
+
+class OAuthStateError(InstagramDMError):
+    """The OAuth state is unknown, expired or already used."""
+
+    code = "invalid_state"
+    http_status = 400
+
+
+class MetaError(InstagramDMError):
+    """Meta's Graph API returned an error."""
+
+    code = "meta_error"
+    http_status = 502

@@ -1,0 +1,219 @@
+"""Settings, read once at start-up from the environment (and `.env`), loud on failure.
+
+Each process asks for the groups it needs (`Settings.require("meta", "database")`); a missing or
+placeholder value stops it with one line naming the variable. Secrets are wrapped in :class:`Secret`,
+whose ``repr``/``str`` never show the value.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from dotenv import dotenv_values
+
+from instagram_dm.errors import ConfigError
+
+PLACEHOLDERS = frozenset(
+    {"", "changeme", "changethis", "change-me", "placeholder", "todo", "xxx", "your-app-secret", "secret"}
+)
+MIN_KEY_LENGTH = 32
+DEFAULT_GRAPH_VERSION = "v25.0"
+
+
+class Secret:
+    """A secret string that never shows itself in reprs, logs or tracebacks."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+
+def _is_placeholder(value: str) -> bool:
+    lowered = value.strip().lower()
+    return lowered in PLACEHOLDERS or lowered.startswith(("<", "your-", "your_")) or "changeme" in lowered
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Typed configuration; see `.env.example` for each variable."""
+
+    instagram_app_id: str = ""
+    instagram_app_secret: Secret = field(default_factory=lambda: Secret(""))
+    token_encryption_key: Secret = field(default_factory=lambda: Secret(""))
+    oauth_redirect_uri: str = ""
+    return_url: str = ""
+    webhook_verify_token: Secret = field(default_factory=lambda: Secret(""))
+    graph_api_version: str = DEFAULT_GRAPH_VERSION
+    graph_base_url: str = "https://graph.facebook.com"
+    oauth_dialog_base_url: str = "https://www.facebook.com"
+    database_url: Secret = field(default_factory=lambda: Secret(""))
+    supabase_url: str = ""
+    supabase_service_role_key: Secret = field(default_factory=lambda: Secret(""))
+    supabase_jwt_secret: Secret = field(default_factory=lambda: Secret(""))
+    supabase_jwks_url: str = ""
+    environment: str = "production"
+    worker_concurrency: int = 20
+    log_level: str = "INFO"
+
+    # ---- loading ---------------------------------------------------------------------------------
+
+    @classmethod
+    def from_environ(
+        cls, environ: Mapping[str, str] | None = None, *, env_file: str | Path | None = ".env"
+    ) -> Settings:
+        """Read the process environment, falling back to `env_file`; the environment wins."""
+        values: dict[str, str] = {}
+        if env_file is not None and Path(env_file).is_file():
+            values.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+        values.update(os.environ if environ is None else environ)
+
+        def get(name: str, default: str = "") -> str:
+            return values.get(name, default).strip()
+
+        concurrency_raw = get("INSTAGRAM_WORKER_CONCURRENCY", "20")
+        try:
+            concurrency = int(concurrency_raw)
+        except ValueError:
+            raise ConfigError(
+                f"INSTAGRAM_WORKER_CONCURRENCY must be an integer, got {concurrency_raw!r}"
+            ) from None
+        return cls(
+            instagram_app_id=get("INSTAGRAM_APP_ID"),
+            instagram_app_secret=Secret(get("INSTAGRAM_APP_SECRET")),
+            token_encryption_key=Secret(get("INSTAGRAM_TOKEN_ENCRYPTION_KEY")),
+            oauth_redirect_uri=get("INSTAGRAM_OAUTH_REDIRECT_URI"),
+            return_url=get("INSTAGRAM_RETURN_URL"),
+            webhook_verify_token=Secret(get("INSTAGRAM_WEBHOOK_VERIFY_TOKEN")),
+            graph_api_version=get("META_GRAPH_API_VERSION", DEFAULT_GRAPH_VERSION) or DEFAULT_GRAPH_VERSION,
+            graph_base_url=get("META_GRAPH_BASE_URL", "https://graph.facebook.com").rstrip("/"),
+            oauth_dialog_base_url=get("META_OAUTH_DIALOG_BASE_URL", "https://www.facebook.com").rstrip("/"),
+            database_url=Secret(get("DATABASE_URL")),
+            supabase_url=get("SUPABASE_URL").rstrip("/"),
+            supabase_service_role_key=Secret(get("SUPABASE_SERVICE_ROLE_KEY")),
+            supabase_jwt_secret=Secret(get("SUPABASE_JWT_SECRET")),
+            supabase_jwks_url=get("SUPABASE_JWKS_URL"),
+            environment=get("INSTAGRAM_DM_ENV", "production").lower() or "production",
+            worker_concurrency=concurrency,
+            log_level=get("LOG_LEVEL", "INFO").upper() or "INFO",
+        )
+
+    @property
+    def is_development(self) -> bool:
+        return self.environment in {"development", "dev", "local", "test"}
+
+    # ---- validation ------------------------------------------------------------------------------
+
+    def problems(self, *groups: str) -> list[str]:
+        """One readable line per problem in the named groups (all groups when none are named)."""
+        checks = {
+            "meta": self._meta_problems,
+            "crypto": self._crypto_problems,
+            "oauth": self._oauth_problems,
+            "database": self._database_problems,
+            "jwt": self._jwt_problems,
+            "webhook": self._webhook_problems,
+        }
+        unknown = set(groups) - checks.keys()
+        if unknown:
+            raise ValueError(f"unknown settings groups: {sorted(unknown)}")
+        out: list[str] = []
+        for name in groups or tuple(checks):
+            out.extend(checks[name]())
+        return out
+
+    def require(self, *groups: str) -> Settings:
+        """Raise :class:`ConfigError` naming the first bad variable; return self otherwise."""
+        problems = self.problems(*groups)
+        if problems:
+            raise ConfigError(problems[0])
+        return self
+
+    def _secret_problem(self, name: str, value: str) -> list[str]:
+        if not value:
+            return [f"{name} is not set (see .env.example)"]
+        if _is_placeholder(value) and not self.is_development:
+            return [f"{name} is a placeholder; set the real value"]
+        return []
+
+    def _meta_problems(self) -> list[str]:
+        out: list[str] = []
+        if not self.instagram_app_id:
+            out.append("INSTAGRAM_APP_ID is not set (the Meta app id, see .env.example)")
+        elif _is_placeholder(self.instagram_app_id):
+            out.append("INSTAGRAM_APP_ID is a placeholder; set the Meta app id")
+        out += self._secret_problem("INSTAGRAM_APP_SECRET", self.instagram_app_secret.reveal())
+        if not self.graph_api_version.startswith("v"):
+            out.append(f"META_GRAPH_API_VERSION must look like v25.0, got {self.graph_api_version!r}")
+        for name, url in (
+            ("META_GRAPH_BASE_URL", self.graph_base_url),
+            ("META_OAUTH_DIALOG_BASE_URL", self.oauth_dialog_base_url),
+        ):
+            if urlsplit(url).scheme not in {"http", "https"}:
+                out.append(f"{name} must be an http(s) URL, got {url!r}")
+        return out
+
+    def _crypto_problems(self) -> list[str]:
+        key = self.token_encryption_key.reveal()
+        if not key:
+            return ["INSTAGRAM_TOKEN_ENCRYPTION_KEY is not set (at least 32 characters)"]
+        if _is_placeholder(key):
+            return ["INSTAGRAM_TOKEN_ENCRYPTION_KEY is a placeholder; generate one with `openssl rand -base64 48`"]
+        if len(key) < MIN_KEY_LENGTH:
+            return [f"INSTAGRAM_TOKEN_ENCRYPTION_KEY must be at least {MIN_KEY_LENGTH} characters"]
+        return []
+
+    def _oauth_problems(self) -> list[str]:
+        out: list[str] = []
+        for name, url in (
+            ("INSTAGRAM_OAUTH_REDIRECT_URI", self.oauth_redirect_uri),
+            ("INSTAGRAM_RETURN_URL", self.return_url),
+        ):
+            parts = urlsplit(url)
+            if not url:
+                out.append(f"{name} is not set (see .env.example)")
+            elif parts.scheme not in {"http", "https"} or not parts.netloc:
+                out.append(f"{name} must be an absolute http(s) URL, got {url!r}")
+        return out
+
+    def _database_problems(self) -> list[str]:
+        if self.database_url:
+            return []
+        if self.supabase_url and self.supabase_service_role_key:
+            return []
+        if self.supabase_url:
+            return ["SUPABASE_SERVICE_ROLE_KEY is not set (needed with SUPABASE_URL)"]
+        return ["DATABASE_URL is not set (or set SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY)"]
+
+    def _jwt_problems(self) -> list[str]:
+        if self.supabase_jwks_url or self.supabase_jwt_secret:
+            return []
+        return ["SUPABASE_JWT_SECRET or SUPABASE_JWKS_URL must be set to verify users' access tokens"]
+
+    def _webhook_problems(self) -> list[str]:
+        return self._secret_problem("INSTAGRAM_WEBHOOK_VERIFY_TOKEN", self.webhook_verify_token.reveal())
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self))
+        return f"Settings({shown})"
