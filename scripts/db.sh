@@ -12,7 +12,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-LOCAL="$ROOT/.local"
+LOCAL="${INSTAGRAM_DM_DB_DIR:-$ROOT/.local}"
 PGDATA="$LOCAL/pgdata"
 RUNDIR="$LOCAL/run"
 LOG="$LOCAL/postgres.log"

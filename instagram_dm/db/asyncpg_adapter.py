@@ -61,8 +61,8 @@ class _Listener:
         self._channel = channel
         self._queue: asyncio.Queue[str | None] = asyncio.Queue()
 
-    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
-        self._queue.put_nowait(payload)
+    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
+        self._queue.put_nowait(str(payload))
 
     def _on_terminate(self, _conn: object) -> None:
         self._queue.put_nowait(None)

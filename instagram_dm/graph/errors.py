@@ -79,7 +79,8 @@ class GraphError(MetaError):
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}({self.message!r}, meta_code={self.meta_code}, "
-            f"meta_subcode={self.meta_subcode}, http_status={self.http_status}, fbtrace_id={self.fbtrace_id!r})"
+            f"meta_subcode={self.meta_subcode}, http_status={self.http_status}, "
+            f"fbtrace_id={self.fbtrace_id!r})"
         )
 
 
@@ -219,7 +220,8 @@ def classify(
     cls = class_for(meta_code, status)
     if cls is MetaOtherError and is_transient:
         cls = MetaTransientError
-    raw_message = error.get("message") if isinstance(error.get("message"), str) else ""
+    raw_message = error.get("message")
+    raw_message = raw_message if isinstance(raw_message, str) else ""
     text = scrub(raw_message, secrets)[:_MAX_MESSAGE] or (cls.__doc__ or "").strip()
     detail = f"code {meta_code}" + (f"/{meta_subcode}" if meta_subcode is not None else "")
     if fbtrace_id:

@@ -1,0 +1,76 @@
+"""Typed results of Graph calls: small frozen dataclasses, never raw dicts.
+
+Token strings are ``repr=False`` so a result can be logged or shown in a traceback safely.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+# Page-level webhook fields for Instagram messaging through a Page (`POST /{page-id}/subscribed_apps`).
+# The Instagram-object fields (`messages`, `messaging_seen`, ...) are chosen in the App Dashboard; at
+# the Page level the read receipts field is `message_reads` (Page field names, as Chatwoot subscribes).
+WEBHOOK_FIELDS: tuple[str, ...] = (
+    "messages",
+    "messaging_postbacks",
+    "message_reactions",
+    "message_reads",
+    "message_echoes",
+    "messaging_referrals",
+)
+
+
+@dataclass(frozen=True)
+class AccessToken:
+    """A user access token from `/oauth/access_token`; ``expires_in`` in seconds, None if not given."""
+
+    token: str = field(repr=False)
+    token_type: str
+    expires_in: int | None
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """What `/debug_token` says about a token; ``expires_at`` None means it never expires."""
+
+    is_valid: bool
+    app_id: str | None
+    type: str | None
+    user_id: str | None
+    expires_at: datetime | None
+    data_access_expires_at: datetime | None
+    issued_at: datetime | None
+    scopes: tuple[str, ...]
+    error_code: int | None
+    error_subcode: int | None
+
+
+@dataclass(frozen=True)
+class Page:
+    """A Facebook Page the user manages, with its Page access token."""
+
+    id: str
+    name: str
+    access_token: str = field(repr=False)
+    tasks: tuple[str, ...]
+    category: str | None
+
+
+@dataclass(frozen=True)
+class InstagramAccount:
+    """The Instagram professional account linked to a Page."""
+
+    id: str
+    username: str | None
+    profile_picture_url: str | None
+
+
+@dataclass(frozen=True)
+class InstagramUser:
+    """An Instagram user (by IGSID) as the Page sees them."""
+
+    id: str
+    username: str | None
+    name: str | None
+    profile_pic: str | None
