@@ -7,6 +7,7 @@
 #   scripts/db.sh start     only start the server (init if needed)
 #   scripts/db.sh migrate   apply pending migrations with the Supabase CLI, then the seed
 #   scripts/db.sh stop      stop the server
+#   scripts/db.sh reset     throw the cluster away and build it again (development)
 #   scripts/db.sh status    is it running?
 #   scripts/db.sh url       print the DATABASE_URL
 set -euo pipefail
@@ -122,7 +123,10 @@ case "${1:-up}" in
   start) start_server ;;
   migrate) migrate ;;
   stop) if running; then as_pg "$PGBIN/pg_ctl" -D "$PGDATA" -m fast -w stop >/dev/null; fi ;;
+  reset)
+    if running; then as_pg "$PGBIN/pg_ctl" -D "$PGDATA" -m fast -w stop >/dev/null; fi
+    rm -rf "$PGDATA"; start_server; migrate; say "reset: $URL" ;;
   status) if running; then echo "running on 127.0.0.1:$PORT"; else echo "stopped"; exit 3; fi ;;
   url) echo "$URL" ;;
-  *) die "unknown command '$1' (up|start|migrate|stop|status|url)" ;;
+  *) die "unknown command '$1' (up|start|migrate|stop|reset|status|url)" ;;
 esac

@@ -342,7 +342,7 @@ class GraphClient:
         secrets: Sequence[str],
         idempotent: bool,
     ) -> dict[str, Any]:
-        secrets = (*secrets, self._app_secret)
+        secrets = (*secrets, self._app_secret, params.get("appsecret_proof", ""))
         attempt = 0
         while True:
             attempt += 1

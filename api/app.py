@@ -1,0 +1,92 @@
+"""The Starlette app: OAuth init + callback, health, and (in development) a demo page.
+
+Resources (HTTP client, Graph client, database, JWT verifier, service) are built once in the
+lifespan and read by handlers from ``request.state``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import TypedDict
+from urllib.parse import urlsplit
+
+import httpx
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.routing import Route
+
+from api import dev, errors as api_errors, routes
+from instagram_dm import errors
+from instagram_dm.auth import JWTVerifier
+from instagram_dm.bootstrap import open_database
+from instagram_dm.db.port import Database
+from instagram_dm.graph import GraphClient, RetryPolicy
+from instagram_dm.service import InstagramService
+from instagram_dm.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SETTINGS_GROUPS = ("meta", "crypto", "oauth", "database", "jwt")
+
+
+class State(TypedDict):
+    settings: Settings
+    db: Database
+    service: InstagramService
+    verifier: JWTVerifier
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def create_app(
+    settings: Settings, *, graph_retry: RetryPolicy | None = None, graph_timeout: float = 10.0
+) -> Starlette:
+    """Build the app; settings are validated here, so a bad config fails before the port is bound."""
+    settings.require(*SETTINGS_GROUPS)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[State]:
+        http = httpx.AsyncClient(timeout=httpx.Timeout(graph_timeout, connect=min(graph_timeout, 5.0)))
+        db = await open_database(settings)
+        try:
+            graph = GraphClient.from_settings(settings, http, retry=graph_retry)
+            service = InstagramService(db=db, graph=graph, settings=settings)
+            verifier = JWTVerifier.from_settings(settings, http)
+            log.info("api.started", extra={"environment": settings.environment})
+            yield {"settings": settings, "db": db, "service": service, "verifier": verifier}
+        finally:
+            await db.close()
+            await http.aclose()
+
+    route_list = [
+        Route("/functions/v1/instagram-oauth-init", routes.oauth_init, methods=["POST"]),
+        Route("/functions/v1/instagram-oauth-callback", routes.oauth_callback, methods=["GET"]),
+        Route("/healthz", routes.healthz, methods=["GET"]),
+        Route("/readyz", routes.readyz, methods=["GET"]),
+    ]
+    if settings.is_development:
+        route_list += dev.routes()
+    middleware = [
+        Middleware(
+            CORSMiddleware,
+            allow_origins=[_origin(settings.return_url)],
+            allow_methods=["POST", "GET", "OPTIONS"],
+            allow_headers=["authorization", "apikey", "content-type", "x-client-info"],
+            max_age=600,
+        )
+    ]
+    return Starlette(
+        routes=route_list,
+        middleware=middleware,
+        lifespan=lifespan,
+        exception_handlers={
+            errors.InstagramDMError: api_errors.domain_error,
+            Exception: api_errors.unexpected_error,
+        },
+    )

@@ -1,0 +1,84 @@
+"""Development-only pages (INSTAGRAM_DM_ENV=development): a person can click through the whole
+connect flow against the sandbox — Connect button, Meta's (sandbox) consent page, back to a status
+page that reads the status RPC. Never mounted in production.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+
+import jwt
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+DEMO_IMO = "00000000-0000-4000-8000-0000000000a1"
+DEMO_ADMIN = "00000000-0000-4000-8000-0000000000b1"
+
+_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem}}
+table{{border-collapse:collapse;width:100%}}td,th{{border:1px solid #ccc;padding:.4rem;text-align:left}}
+button{{font-size:1rem;padding:.5rem 1rem}} .note{{background:#f4f4f4;padding:.6rem}}</style></head>
+<body><h1>{title}</h1>{body}</body></html>"""
+
+
+def _dev_token(request: Request) -> str:
+    secret = request.state.settings.supabase_jwt_secret.reveal()
+    now = int(time.time())
+    claims = {"sub": DEMO_ADMIN, "aud": "authenticated", "role": "authenticated", "iat": now, "exp": now + 900}
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+async def connect_page(request: Request) -> Response:
+    body = f"""
+<p>Signed in (development) as <code>admin@demo-agency.test</code>, admin of <strong>Demo Agency</strong>
+(Team plan). The button calls <code>POST /functions/v1/instagram-oauth-init</code> with a user JWT and follows
+the returned Meta dialog URL — here the local sandbox's consent page.</p>
+<button id="connect">Connect Instagram</button> <a href="/dev/status">integration status</a>
+<p id="out" class="note" hidden></p>
+<script>
+document.getElementById('connect').onclick = async () => {{
+  const r = await fetch('/functions/v1/instagram-oauth-init', {{method: 'POST',
+    headers: {{'Authorization': 'Bearer {_dev_token(request)}', 'Content-Type': 'application/json'}},
+    body: JSON.stringify({{imo_id: '{DEMO_IMO}'}})}});
+  const data = await r.json();
+  if (r.ok) {{ window.location = data.url; }}
+  else {{ const o = document.getElementById('out'); o.hidden = false; o.textContent = data.error.message; }}
+}};
+</script>"""
+    return HTMLResponse(_PAGE.format(title="Instagram DM — development", body=body))
+
+
+async def status_page(request: Request) -> Response:
+    rows = await request.state.service.status(user_id=DEMO_ADMIN, imo_id=DEMO_IMO)
+    outcome = html.escape(str(request.url.query)) or "—"
+    fields = ["instagram_username", "facebook_page_name", "status", "webhook_subscribed", "token_expires_at",
+              "data_access_expires_at", "last_refreshed_at", "last_error_code"]
+    head = "".join(f"<th>{f}</th>" for f in fields) + "<th></th>"
+    lines = "".join(
+        "<tr>"
+        + "".join(f"<td>{html.escape(str(row.get(f)))}</td>" for f in fields)
+        + f"""<td><form method="post" action="/dev/disconnect"><input type="hidden" name="id"
+        value="{html.escape(str(row['id']))}"><button>Disconnect</button></form></td></tr>"""
+        for row in rows
+    )
+    body = f"""<p class="note">Callback result: <code>{outcome}</code></p>
+<p>Rows from <code>instagram_integration_status</code> for Demo Agency:</p>
+<table><tr>{head}</tr>{lines or '<tr><td colspan="9">no integrations yet</td></tr>'}</table>
+<p><a href="/dev">Connect another account</a></p>"""
+    return HTMLResponse(_PAGE.format(title="Instagram integrations — Demo Agency", body=body))
+
+
+async def disconnect(request: Request) -> Response:
+    form = await request.form()
+    await request.state.service.disconnect(user_id=DEMO_ADMIN, integration_id=form.get("id"))
+    return RedirectResponse("/dev/status?disconnected=1", status_code=303)
+
+
+def routes() -> list[Route]:
+    return [
+        Route("/dev", connect_page, methods=["GET"]),
+        Route("/dev/status", status_page, methods=["GET"]),
+        Route("/dev/disconnect", disconnect, methods=["POST"]),
+    ]

@@ -1,0 +1,75 @@
+"""HTTP handlers: parse, authorise, call the service, answer. Nothing else."""
+
+from __future__ import annotations
+
+import html
+import json
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+
+from instagram_dm import errors
+
+MAX_BODY_BYTES = 16 * 1024
+
+
+async def read_json_object(request: Request) -> dict[str, Any]:
+    """The request body as a JSON object, or a 400 that says what is wrong."""
+    body = await request.body()
+    if len(body) > MAX_BODY_BYTES:
+        raise errors.BadRequestError("The request body is too large.", code="body_too_large")
+    try:
+        data = json.loads(body or b"null")
+    except (ValueError, UnicodeDecodeError):
+        raise errors.BadRequestError("The request body must be JSON.", code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise errors.BadRequestError("The request body must be a JSON object.", code="invalid_json")
+    return data
+
+
+async def oauth_init(request: Request) -> Response:
+    user = await request.state.verifier.verify(request.headers.get("authorization"))
+    body = await read_json_object(request)
+    if "imo_id" not in body:
+        raise errors.BadRequestError("imo_id is required.", code="invalid_imo_id")
+    start = await request.state.service.start_connection(
+        user_id=user.user_id, imo_id=body["imo_id"], return_to=body.get("return_to")
+    )
+    return JSONResponse({"url": start.url, "expires_at": start.expires_at})
+
+
+INVALID_STATE_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
+<title>Instagram connection link expired</title></head>
+<body style="font-family: system-ui, sans-serif; max-width: 36rem; margin: 4rem auto;">
+<h1>This connection link is no longer valid</h1>
+<p>It expired, was already used, or did not come from this app. Nothing was connected.</p>
+<p><a href="{return_url}">Go back to Messages</a> and choose <strong>Connect Instagram</strong> again.</p>
+</body></html>"""
+
+
+async def oauth_callback(request: Request) -> Response:
+    # Repeated parameters: the first one counts, like Meta's own parsing; the rest are ignored.
+    params = {k: v for k, v in reversed(request.query_params.multi_items())}
+    result = await request.state.service.complete_connection(params)
+    target = result.redirect_url()
+    if target is None:
+        page = INVALID_STATE_PAGE.format(return_url=html.escape(request.state.settings.return_url, quote=True))
+        return HTMLResponse(page, status_code=400, headers={"Cache-Control": "no-store"})
+    return RedirectResponse(target, status_code=302, headers={"Cache-Control": "no-store"})
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    try:
+        health = await request.state.db.rpc("instagram_health")
+    except errors.InstagramDMError as exc:
+        return JSONResponse({"status": "unavailable", "database": exc.code}, status_code=503)
+    ready = bool(health.get("pgcrypto") and health.get("pg_cron"))
+    return JSONResponse(
+        {"status": "ok" if ready else "degraded", "database": "ok", "pg_cron": health.get("pg_cron")},
+        status_code=200 if ready else 503,
+    )

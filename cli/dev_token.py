@@ -1,0 +1,40 @@
+"""`instagram-dm dev-token`: mint a user access token locally (HS256, SUPABASE_JWT_SECRET), for demos."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import jwt
+
+from instagram_dm import errors
+from instagram_dm.settings import Settings
+
+DEMO_ADMIN = "00000000-0000-4000-8000-0000000000b1"
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser("dev-token", help="print a user JWT signed with SUPABASE_JWT_SECRET (development)")
+    parser.add_argument("--user", default=DEMO_ADMIN, help="user id (default: the demo IMO's admin)")
+    parser.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
+    parser.set_defaults(func=run)
+
+
+def mint(secret: str, user_id: str, ttl: int) -> str:
+    now = int(time.time())
+    claims = {
+        "iss": "http://127.0.0.1:54321/auth/v1",
+        "sub": user_id,
+        "aud": "authenticated",
+        "role": "authenticated",
+        "iat": now,
+        "exp": now + ttl,
+    }
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    if not settings.supabase_jwt_secret:
+        raise errors.ConfigError("SUPABASE_JWT_SECRET is not set; dev-token signs HS256 tokens with it")
+    print(mint(settings.supabase_jwt_secret.reveal(), args.user, args.ttl))
+    return 0

@@ -1,0 +1,100 @@
+"""`instagram-dm doctor`: each check on one line, ok or fail, with the fix."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
+
+from instagram_dm import errors
+from instagram_dm.bootstrap import open_database
+from instagram_dm.settings import Settings
+
+CONFIG_GROUPS = {
+    "meta": "Meta app credentials and Graph endpoints",
+    "crypto": "token encryption key",
+    "oauth": "OAuth redirect and return URLs",
+    "jwt": "Supabase JWT verification",
+    "database": "database connection settings",
+    "webhook": "webhook verify token",
+}
+
+
+@dataclass(frozen=True)
+class Check:
+    ok: bool
+    what: str
+    fix: str = ""
+
+    def line(self) -> str:
+        mark = "ok  " if self.ok else "FAIL"
+        return f"{mark}  {self.what}" + ("" if self.ok or not self.fix else f"\n      fix: {self.fix}")
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser("doctor", help="check configuration, database, extensions and migrations")
+    parser.add_argument("--migrations-dir", default="supabase/migrations", type=Path)
+    parser.set_defaults(func=run)
+
+
+def config_checks(settings: Settings) -> list[Check]:
+    out: list[Check] = []
+    for group, label in CONFIG_GROUPS.items():
+        problems = settings.problems(group)
+        if problems:
+            out += [Check(False, f"config: {p}", "set it in .env (see .env.example)") for p in problems]
+        else:
+            out.append(Check(True, f"config: {label}"))
+    return out
+
+
+async def database_checks(settings: Settings, migrations_dir: Path) -> list[Check]:
+    if settings.problems("database"):
+        return [Check(False, "database: not configured", "set DATABASE_URL (make run uses the embedded one)")]
+    try:
+        db = await open_database(settings, max_size=1)
+    except errors.InstagramDMError as exc:
+        return [Check(False, f"database: {exc.message}", "start it with `make run` or `scripts/db.sh up`")]
+    try:
+        health = await db.rpc("instagram_health")
+    except errors.RPCNotFoundError:
+        return [
+            Check(True, "database: reachable"),
+            Check(False, "migrations: not applied", "run `scripts/db.sh migrate` (or `supabase db push`)"),
+        ]
+    except errors.InstagramDMError as exc:
+        return [Check(False, f"database: {exc.message}", "start it with `make run` or `scripts/db.sh up`")]
+    finally:
+        await db.close()
+    out = [
+        Check(True, "database: reachable"),
+        Check(bool(health["pgcrypto"]), "extension: pgcrypto", "create extension pgcrypto with schema extensions"),
+        Check(
+            bool(health["pg_cron"]),
+            "extension: pg_cron",
+            "install postgresql-15-cron and preload it (shared_preload_libraries = 'pg_cron')",
+        ),
+    ]
+    applied = set(health["migrations"])
+    local = sorted(p.name.split("_", 1)[0] for p in migrations_dir.glob("*.sql")) if migrations_dir.is_dir() else []
+    if not local:
+        out.append(Check(True, f"migrations: {len(applied)} applied (no local {migrations_dir} to compare)"))
+    else:
+        missing = [v for v in local if v not in applied]
+        out.append(
+            Check(
+                not missing,
+                f"migrations: {len(local) - len(missing)}/{len(local)} applied"
+                + (f", pending {', '.join(missing)}" if missing else ""),
+                "run `scripts/db.sh migrate` (or `supabase migration up --db-url ...`)",
+            )
+        )
+    return out
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    checks = config_checks(settings) + asyncio.run(database_checks(settings, args.migrations_dir))
+    for check in checks:
+        print(check.line())
+    return 0 if all(c.ok for c in checks) else 1

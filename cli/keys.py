@@ -1,0 +1,59 @@
+"""`instagram-dm rotate-key`: re-encrypt every stored token from the previous key to the current one.
+
+The new key is INSTAGRAM_TOKEN_ENCRYPTION_KEY; the old one is read from
+INSTAGRAM_TOKEN_ENCRYPTION_KEY_PREVIOUS (never from the command line, where `ps` would show it).
+Batches commit one by one, so an interrupted rotation resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+
+from dotenv import dotenv_values
+
+from instagram_dm import errors
+from instagram_dm.bootstrap import open_database
+from instagram_dm.settings import Settings
+
+PREVIOUS_KEY_VAR = "INSTAGRAM_TOKEN_ENCRYPTION_KEY_PREVIOUS"
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser("rotate-key", help=f"re-encrypt tokens from ${PREVIOUS_KEY_VAR} to the current key")
+    parser.add_argument("--batch-size", type=int, default=500)
+    parser.set_defaults(func=run)
+
+
+def previous_key(env_file: str) -> str:
+    value = os.environ.get(PREVIOUS_KEY_VAR) or dotenv_values(env_file).get(PREVIOUS_KEY_VAR) or ""
+    if not value:
+        raise errors.ConfigError(f"{PREVIOUS_KEY_VAR} is not set (the key the tokens are encrypted with now)")
+    return value
+
+
+async def rotate(settings: Settings, old_key: str, batch_size: int) -> int:
+    settings.require("crypto", "database")
+    db = await open_database(settings, max_size=1)
+    total = 0
+    try:
+        while True:
+            result = await db.rpc(
+                "instagram_rotate_key_batch",
+                {"p_old_key": old_key, "p_new_key": settings.token_encryption_key.reveal(), "p_batch": batch_size},
+            )
+            total += result["rotated"]
+            print(f"rotated {total}, remaining {result['remaining']}", flush=True)
+            if result["remaining"] == 0 or result["rotated"] == 0:
+                if result["foreign"]:
+                    print(f"note: {result['foreign']} rows use a third key and were left alone")
+                return 0 if result["remaining"] == 0 else 1
+    finally:
+        await db.close()
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    if args.batch_size < 1:
+        raise errors.BadRequestError("--batch-size must be at least 1")
+    return asyncio.run(rotate(settings, previous_key(args.env_file), args.batch_size))

@@ -1,0 +1,316 @@
+"""InstagramService: the Python counterpart of the brief's `instagramService.ts` (OAuth methods).
+
+The API is a thin shell over this class: it authenticates the caller, then calls
+:meth:`start_connection`, :meth:`complete_connection`, :meth:`status` or :meth:`disconnect`.
+All state lives in Postgres (reached through the `Database` port); Meta through `GraphClient`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+import secrets
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
+
+from instagram_dm import errors
+from instagram_dm.db.port import Database
+from instagram_dm.graph import GraphClient, InstagramAccount, Page
+from instagram_dm.graph import errors as graph_errors
+from instagram_dm.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# The brief's scopes, plus pages_show_list, without which /me/accounts returns nothing.
+REQUIRED_SCOPES: tuple[str, ...] = (
+    "instagram_basic",
+    "instagram_manage_messages",
+    "pages_manage_metadata",
+    "pages_show_list",
+)
+STATE_TTL_SECONDS = 600
+STATE_NONCE_BYTES = 32
+_NONCE_RE = re.compile(r"^[A-Za-z0-9_-]{43}$")  # token_urlsafe(32)
+_PAGE_LOOKUP_CONCURRENCY = 8
+
+
+def hash_state(nonce: str) -> str:
+    """What the database keeps of a state nonce: its SHA-256, hex."""
+    return hashlib.sha256(nonce.encode()).hexdigest()
+
+
+def _parse_uuid(value: object, what: str) -> str:
+    try:
+        return str(uuid.UUID(str(value)))
+    except (ValueError, TypeError):
+        raise errors.BadRequestError(f"{what} must be a UUID.", code=f"invalid_{what}") from None
+
+
+def _origin(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    return parts.scheme.lower(), (parts.hostname or "").lower() + (f":{parts.port}" if parts.port else "")
+
+
+def resolve_return_to(return_to: str | None, default_return_url: str) -> str:
+    """An absolute URL on the origin of `default_return_url`, or BadRequestError (no open redirects)."""
+    if return_to is None or return_to == "":
+        return default_return_url
+    if not isinstance(return_to, str) or len(return_to) > 2048 or any(c in return_to for c in "\r\n\t\\"):
+        raise errors.BadRequestError("return_to must be a URL on the app's origin.", code="invalid_return_to")
+    candidate = urljoin(default_return_url, return_to) if return_to.startswith("/") else return_to
+    if return_to.startswith("//"):
+        candidate = ""  # scheme-relative: another host
+    parts = urlsplit(candidate)
+    if (
+        parts.scheme not in {"http", "https"}
+        or parts.username is not None
+        or parts.password is not None
+        or _origin(candidate) != _origin(default_return_url)
+    ):
+        raise errors.BadRequestError("return_to must be a URL on the app's origin.", code="invalid_return_to")
+    return candidate
+
+
+def with_query(url: str, params: Sequence[tuple[str, str]]) -> str:
+    """`url` with `params` appended to its query (existing parameters kept, ours replace same names)."""
+    parts = urlsplit(url)
+    names = {k for k, _ in params}
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in names]
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode([*query, *params]), parts.fragment))
+
+
+@dataclass(frozen=True)
+class ConnectStart:
+    """Where to send the browser to start connecting, and until when the state is good."""
+
+    url: str
+    expires_at: str
+
+
+@dataclass(frozen=True)
+class ConnectResult:
+    """The outcome of an OAuth callback, ready to become a redirect (or a 400 page)."""
+
+    ok: bool
+    reason: str | None = None
+    return_to: str | None = None
+    integration_ids: tuple[str, ...] = ()
+    missing_scopes: tuple[str, ...] = ()
+    webhook_failures: tuple[str, ...] = ()
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def redirect_url(self) -> str | None:
+        """The browser's next stop; None when no safe return URL is known (show a 400 page)."""
+        if self.return_to is None:
+            return None
+        if self.ok:
+            params = [("instagram", "connected"), *(("integration_id", i) for i in self.integration_ids)]
+            if self.webhook_failures:
+                params.append(("webhooks", "failed"))
+            return with_query(self.return_to, params)
+        params = [("instagram", "error"), ("reason", self.reason or "unknown")]
+        if self.missing_scopes:
+            params.append(("missing", ",".join(self.missing_scopes)))
+        return with_query(self.return_to, params)
+
+
+class _Abort(Exception):  # noqa: N818 - internal control flow, never escapes this module
+    def __init__(self, reason: str, **detail: Any) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class _LinkedAccount:
+    page: Page
+    account: InstagramAccount
+
+
+class InstagramService:
+    """OAuth connect, status and disconnect for an IMO's Instagram accounts."""
+
+    def __init__(self, *, db: Database, graph: GraphClient, settings: Settings) -> None:
+        settings.require("crypto", "oauth")
+        self._db = db
+        self._graph = graph
+        self._settings = settings
+        self._key = settings.token_encryption_key.reveal()
+
+    # ---- start ------------------------------------------------------------------------------------
+
+    async def start_connection(self, *, user_id: str, imo_id: object, return_to: object = None) -> ConnectStart:
+        """Check the user may connect for the IMO, store a single-use state, return the Meta dialog URL."""
+        imo = _parse_uuid(imo_id, "imo_id")
+        if return_to is not None and not isinstance(return_to, str):
+            raise errors.BadRequestError("return_to must be a string.", code="invalid_return_to")
+        target = resolve_return_to(return_to, self._settings.return_url)
+        nonce = secrets.token_urlsafe(STATE_NONCE_BYTES)
+        row = await self._db.rpc(
+            "instagram_oauth_state_create",
+            {
+                "p_state_hash": hash_state(nonce),
+                "p_user_id": user_id,
+                "p_imo_id": imo,
+                "p_return_to": target,
+                "p_ttl_seconds": STATE_TTL_SECONDS,
+            },
+        )
+        url = self._graph.dialog_url(
+            redirect_uri=self._settings.oauth_redirect_uri, state=nonce, scopes=REQUIRED_SCOPES
+        )
+        log.info("oauth.started", extra={"imo_id": imo, "user_id": user_id})
+        return ConnectStart(url=url, expires_at=str(row["expires_at"]))
+
+    # ---- callback ---------------------------------------------------------------------------------
+
+    async def complete_connection(self, params: Mapping[str, str]) -> ConnectResult:
+        """Handle Meta's redirect: denial, then state, then tokens, Pages, accounts, webhooks, storage."""
+        nonce = params.get("state", "")
+        if params.get("error") or params.get("error_reason"):
+            state = await self._consume_state(nonce)
+            denied = params.get("error") == "access_denied" or params.get("error_reason") == "user_denied"
+            reason = "user_denied" if denied else "meta_error"
+            log.info("oauth.denied", extra={"reason": reason, "imo_id": state.get("imo_id")})
+            return ConnectResult(ok=False, reason=reason, return_to=state.get("return_to") or self._settings.return_url)
+
+        state = await self._consume_state(nonce)
+        if state["status"] != "ok":
+            log.info("oauth.invalid_state", extra={"state_status": state["status"]})
+            return ConnectResult(ok=False, reason="invalid_state", return_to=state.get("return_to"))
+        return_to = str(state["return_to"])
+        user_id, imo_id = str(state["user_id"]), str(state["imo_id"])
+
+        code = params.get("code", "")
+        if not code or len(code) > 4096:
+            return ConnectResult(ok=False, reason="missing_code", return_to=return_to)
+        try:
+            ids, failures = await self._connect(code=code, user_id=user_id, imo_id=imo_id)
+        except _Abort as abort:
+            log.warning("oauth.failed", extra={"reason": abort.reason, "imo_id": imo_id, "user_id": user_id})
+            return ConnectResult(
+                ok=False,
+                reason=abort.reason,
+                return_to=return_to,
+                missing_scopes=tuple(abort.detail.get("missing", ())),
+            )
+        log.info(
+            "oauth.connected",
+            extra={"imo_id": imo_id, "user_id": user_id, "integration_ids": list(ids), "webhook_failures": len(failures)},
+        )
+        return ConnectResult(ok=True, return_to=return_to, integration_ids=ids, webhook_failures=failures)
+
+    async def _consume_state(self, nonce: str) -> dict[str, Any]:
+        if not _NONCE_RE.match(nonce):
+            return {"status": "unknown"}
+        result: dict[str, Any] = await self._db.rpc("instagram_oauth_state_consume", {"p_state_hash": hash_state(nonce)})
+        return result
+
+    async def _connect(self, *, code: str, user_id: str, imo_id: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        try:
+            short = await self._graph.exchange_code(code=code, redirect_uri=self._settings.oauth_redirect_uri)
+            long_lived = await self._graph.exchange_long_lived(short.token)
+            info = await self._graph.debug_token(long_lived.token)
+            missing = [s for s in REQUIRED_SCOPES if s not in info.scopes]
+            if not info.is_valid:
+                raise _Abort("oauth_failed")
+            if missing:
+                raise _Abort("missing_permissions", missing=missing)
+            pages = await self._graph.list_pages(long_lived.token)
+            linked = await self._linked_accounts(pages)
+            if not linked:
+                raise _Abort("no_instagram_account")
+            subscriptions = await asyncio.gather(*(self._subscribe(item.page) for item in linked))
+        except (graph_errors.MetaTransientError, graph_errors.MetaRateLimitedError):
+            raise _Abort("meta_unavailable") from None
+        except graph_errors.MetaPermissionError:
+            raise _Abort("missing_permissions") from None
+        except errors.MetaError:
+            raise _Abort("oauth_failed") from None
+
+        expires_at = info.expires_at
+        if expires_at is None and long_lived.expires_in:
+            expires_at = datetime.now(UTC) + timedelta(seconds=long_lived.expires_in)
+        accounts = [
+            {
+                "page_id": item.page.id,
+                "page_name": item.page.name,
+                "page_token": item.page.access_token,
+                "ig_account_id": item.account.id,
+                "ig_username": item.account.username,
+                "ig_profile_picture_url": item.account.profile_picture_url,
+                "webhook_subscribed": error is None,
+                "webhook_error_code": None if error is None else error.code,
+                "webhook_error_message": None if error is None else f"Webhook subscription failed: {error.message}",
+            }
+            for item, error in zip(linked, subscriptions, strict=True)
+        ]
+        try:
+            stored = await self._db.rpc(
+                "instagram_store_integrations",
+                {
+                    "p_imo_id": imo_id,
+                    "p_user_id": user_id,
+                    "p_key": self._key,
+                    "p_user_token": long_lived.token,
+                    "p_token_expires_at": expires_at,
+                    "p_data_access_expires_at": info.data_access_expires_at,
+                    "p_scopes": list(info.scopes),
+                    "p_accounts": accounts,
+                },
+            )
+        except errors.ForbiddenError:
+            raise _Abort("not_allowed") from None
+        except errors.InstagramDMError as exc:
+            log.error("oauth.store_failed", extra={"imo_id": imo_id, "error_code": exc.code})
+            raise _Abort("internal_error") from None
+        ids = tuple(str(row["id"]) for row in stored)
+        failures = tuple(item.account.id for item, error in zip(linked, subscriptions, strict=True) if error)
+        return ids, failures
+
+    async def _linked_accounts(self, pages: Sequence[Page]) -> list[_LinkedAccount]:
+        limit = asyncio.Semaphore(_PAGE_LOOKUP_CONCURRENCY)
+
+        async def lookup(page: Page) -> _LinkedAccount | None:
+            async with limit:
+                account = await self._graph.page_instagram_account(page.id, page.access_token)
+            return None if account is None else _LinkedAccount(page, account)
+
+        found = await asyncio.gather(*(lookup(p) for p in pages))
+        return [item for item in found if item is not None]
+
+    async def _subscribe(self, page: Page) -> errors.MetaError | None:
+        """Subscribe the Page's webhooks; a refusal is returned (and recorded), an outage propagates."""
+        try:
+            await self._graph.subscribe_page(page.id, page.access_token)
+        except (graph_errors.MetaTransientError, graph_errors.MetaRateLimitedError):
+            raise
+        except errors.MetaError as exc:
+            log.warning("oauth.webhook_subscribe_failed", extra={"page_id": page.id, "error_code": exc.code})
+            return exc
+        return None
+
+    # ---- status and disconnect ---------------------------------------------------------------------
+
+    async def status(self, *, user_id: str, imo_id: object) -> list[dict[str, Any]]:
+        """The IMO's integrations with safe fields only; [] when the user is not a member."""
+        rows: list[dict[str, Any]] = await self._db.rpc(
+            "instagram_integration_status_for_user",
+            {"p_user_id": user_id, "p_imo_id": _parse_uuid(imo_id, "imo_id")},
+        )
+        return rows
+
+    async def disconnect(self, *, user_id: str, integration_id: object) -> dict[str, Any]:
+        """Wipe the tokens, mark disconnected and queue the Page's webhook unsubscribe (IMO admins only)."""
+        result: dict[str, Any] = await self._db.rpc(
+            "instagram_disconnect_for_user",
+            {"p_user_id": user_id, "p_integration_id": _parse_uuid(integration_id, "integration_id")},
+        )
+        log.info("integration.disconnected", extra={"integration_id": result["id"], "user_id": user_id})
+        return result

@@ -1,0 +1,317 @@
+"""The control API under `/_sandbox/`: reset, inspect, create users, mint and revoke tokens, inject
+faults and latency, script the dialog, move the clock. JSON in, JSON out; never faulted or delayed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from sandbox.fixtures import create_user, describe_user, parse_time
+from sandbox.state import DialogScript, Fault, LatencyRule
+
+if TYPE_CHECKING:
+    from sandbox.app import Sandbox
+
+_KINDS = {"short": "user_short", "long": "user_long", "page": "page"}
+
+
+class ControlError(Exception):
+    """A bad control request (400)."""
+
+
+def _sandbox(request: Request) -> Sandbox:
+    sandbox: Sandbox = request.app.state.sandbox
+    return sandbox
+
+
+async def _body(request: Request) -> Any:
+    raw = await request.body()
+    if not raw:
+        return {}
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise ControlError("body must be JSON") from None
+
+
+async def _object(request: Request) -> dict[str, Any]:
+    body = await _body(request)
+    if not isinstance(body, dict):
+        raise ControlError("body must be a JSON object")
+    return body
+
+
+def _regex(value: object) -> re.Pattern[str]:
+    if not isinstance(value, str) or not value:
+        raise ControlError("path must be a non-empty regular expression")
+    try:
+        return re.compile(value)
+    except re.error as exc:
+        raise ControlError(f"path is not a valid regular expression: {exc}") from None
+
+
+def _handles_errors(func: Any) -> Any:
+    async def endpoint(request: Request) -> Response:
+        try:
+            return await func(request)  # type: ignore[no-any-return]
+        except (ControlError, ValueError, KeyError, TypeError) as exc:
+            return JSONResponse({"error": {"code": "bad_request", "message": str(exc)}}, status_code=400)
+
+    return endpoint
+
+
+async def reset(request: Request) -> Response:
+    _sandbox(request).state.reset()
+    return JSONResponse({"ok": True})
+
+
+async def state_view(request: Request) -> Response:
+    sandbox = _sandbox(request)
+    state = sandbox.state
+    body: dict[str, Any] = {
+        "now": state.now(),
+        "config": {
+            "app_id": sandbox.config.app_id,
+            "page_size": state.page_size,
+            "long_lived_reexchange": state.long_lived_reexchange,
+            "require_appsecret_proof": state.require_appsecret_proof,
+        },
+        "calls": dict(state.calls),
+        "total_calls": sandbox.total_calls,
+        "exchanges": dict(state.exchanges),
+        "code_exchanges": dict(state.code_exchanges),
+        "tokens_issued": dict(state.issued),
+        "token_count": len(state.tokens),
+        "user_count": len(state.users),
+        "subscriptions": {k: list(v) for k, v in state.subscriptions.items()},
+        "faults": [f.public() for f in state.faults],
+        "latency": [{"path": r.pattern.pattern, "ms": r.ms, "jitter_ms": r.jitter_ms} for r in state.latency],
+        "dialog": {
+            "mode": state.dialog.mode,
+            "user_id": state.dialog.user_id,
+            "declined_scopes": sorted(state.dialog.declined_scopes),
+        },
+    }
+    if request.query_params.get("tokens") in {"1", "true"}:
+        body["tokens"] = [rec.public() for rec in state.tokens.values()]
+    if request.query_params.get("users") in {"1", "true"}:
+        body["users"] = [describe_user(state, u) for u in state.users.values()]
+    return JSONResponse(body)
+
+
+async def users(request: Request) -> Response:
+    state = _sandbox(request).state
+    body = await _body(request)
+    specs = body.get("users") if isinstance(body, dict) and "users" in body else body
+    many = isinstance(specs, list)
+    items = specs if isinstance(specs, list) else [specs]
+    created = []
+    for spec in items:
+        if not isinstance(spec, dict):
+            raise ControlError("a user spec must be an object")
+        if str(spec.get("id", "")) in state.users:
+            raise ControlError(f"user {spec['id']} already exists")
+        created.append(create_user(state, spec))
+    return JSONResponse({"users": created} if many else created[0], status_code=201)
+
+
+async def user_detail(request: Request) -> Response:
+    state = _sandbox(request).state
+    user = state.users.get(request.path_params["user_id"])
+    if user is None:
+        return JSONResponse({"error": {"code": "not_found", "message": "no such user"}}, status_code=404)
+    if request.method == "PATCH":
+        body = await _object(request)
+        if "data_access_expires_at" in body:
+            user.data_access_expires_at = parse_time(body["data_access_expires_at"])
+        if "declined_scopes" in body:
+            user.declined_scopes = frozenset(map(str, body["declined_scopes"]))
+    return JSONResponse(describe_user(state, user))
+
+
+def _mint_one(sandbox: Sandbox, spec: dict[str, Any]) -> list[str]:
+    state = sandbox.state
+    user = state.users.get(str(spec.get("user_id", "")))
+    if user is None:
+        raise ControlError(f"unknown user_id {spec.get('user_id')!r}")
+    kind = _KINDS.get(str(spec.get("kind", "long")))
+    if kind is None:
+        raise ControlError("kind must be short, long or page")
+    count = int(spec.get("count", 1))
+    if not 1 <= count <= 100_000:
+        raise ControlError("count must be between 1 and 100000")
+    scopes = tuple(spec["scopes"]) if isinstance(spec.get("scopes"), list) else state.granted_scopes(user)
+    now = state.now()
+    default_ttl = {"user_short": sandbox.config.short_lived_ttl, "user_long": sandbox.config.long_lived_ttl}
+    expires_in = spec.get("expires_in", default_ttl.get(kind))
+    expires_at = None if expires_in in (None, 0) else now + int(expires_in)
+    page_id = None
+    if kind == "page":
+        page_id = str(spec.get("page_id") or (user.page_ids[0] if user.page_ids else ""))
+        if page_id not in user.page_ids:
+            raise ControlError(f"user {user.id} does not manage Page {page_id!r}")
+    kind_literal: Any = kind
+    return [
+        state.issue(user.id, kind_literal, scopes, expires_at=expires_at, page_id=page_id).value
+        for _ in range(count)
+    ]
+
+
+async def tokens(request: Request) -> Response:
+    sandbox = _sandbox(request)
+    body = await _body(request)
+    if isinstance(body, list):
+        return JSONResponse({"tokens": [_mint_one(sandbox, spec) for spec in body]}, status_code=201)
+    if not isinstance(body, dict):
+        raise ControlError("body must be an object or a list of objects")
+    return JSONResponse({"tokens": _mint_one(sandbox, body)}, status_code=201)
+
+
+async def token_detail(request: Request) -> Response:
+    rec = _sandbox(request).state.tokens.get((await _object(request)).get("token", ""))
+    if rec is None:
+        return JSONResponse({"error": {"code": "not_found", "message": "no such token"}}, status_code=404)
+    return JSONResponse(rec.public())
+
+
+async def revoke(request: Request) -> Response:
+    state = _sandbox(request).state
+    body = await _object(request)
+    subcode = int(body.get("subcode", 460))
+    if "user_id" in body:
+        return JSONResponse({"revoked": state.revoke_user(str(body["user_id"]), subcode)})
+    if not state.revoke(str(body.get("token", "")), subcode):
+        return JSONResponse({"error": {"code": "not_found", "message": "no such token"}}, status_code=404)
+    return JSONResponse({"revoked": 1})
+
+
+async def faults(request: Request) -> Response:
+    state = _sandbox(request).state
+    if request.method == "DELETE":
+        state.faults.clear()
+        return JSONResponse({"ok": True})
+    if request.method == "GET":
+        return JSONResponse({"faults": [f.public() for f in state.faults]})
+    body = await _object(request)
+    headers = {
+        str(k): v if isinstance(v, str) else json.dumps(v) for k, v in (body.get("headers") or {}).items()
+    }
+    if body.get("regain_minutes") is not None:
+        usage = {
+            str(body.get("buc_id", "0")): [
+                {
+                    "type": "pages",
+                    "call_count": 100,
+                    "total_cputime": 30,
+                    "total_time": 40,
+                    "estimated_time_to_regain_access": int(body["regain_minutes"]),
+                }
+            ]
+        }
+        headers.setdefault("x-business-use-case-usage", json.dumps(usage))
+    fault = Fault(
+        pattern=_regex(body.get("path")),
+        method=str(body["method"]).upper() if body.get("method") else None,
+        remaining=int(body.get("count", 1)),
+        http_status=int(body.get("http_status", 400)),
+        code=int(body["code"]) if body.get("code") is not None else None,
+        subcode=int(body["subcode"]) if body.get("subcode") is not None else None,
+        type=str(body.get("type", "OAuthException")),
+        message=str(body.get("message", "")),
+        body=str(body["body"]) if body.get("body") is not None else None,
+        headers=headers,
+        timeout=bool(body.get("timeout", False)) or body.get("timeout_seconds") is not None,
+        hang_seconds=float(body["timeout_seconds"]) if body.get("timeout_seconds") is not None else None,
+        is_transient=body.get("is_transient") if isinstance(body.get("is_transient"), bool) else None,
+    )
+    state.faults.append(fault)
+    return JSONResponse(fault.public(), status_code=201)
+
+
+async def latency(request: Request) -> Response:
+    state = _sandbox(request).state
+    if request.method == "DELETE":
+        state.latency.clear()
+        return JSONResponse({"ok": True})
+    body = await _object(request)
+    ms, jitter = float(body.get("ms", 0)), float(body.get("jitter_ms", 0))
+    if ms < 0 or jitter < 0:
+        raise ControlError("ms and jitter_ms must not be negative")
+    rule = LatencyRule(_regex(body.get("path", ".*")), ms, jitter)
+    state.latency.append(rule)
+    return JSONResponse({"path": rule.pattern.pattern, "ms": ms, "jitter_ms": jitter}, status_code=201)
+
+
+async def clock(request: Request) -> Response:
+    state = _sandbox(request).state
+    body = await _object(request)
+    if "set" in body:
+        state.set_now(datetime.fromtimestamp(parse_time(body["set"]), UTC))
+    elif "advance_seconds" in body:
+        state.clock_offset += float(body["advance_seconds"])
+    else:
+        raise ControlError("give advance_seconds or set")
+    return JSONResponse({"now": state.now()})
+
+
+async def dialog(request: Request) -> Response:
+    state = _sandbox(request).state
+    body = await _object(request)
+    mode = body.get("mode", "interactive")
+    if mode not in {"approve", "deny", "interactive"}:
+        raise ControlError("mode must be approve, deny or interactive")
+    user_id = body.get("user_id")
+    if user_id is not None and str(user_id) not in state.users:
+        raise ControlError(f"unknown user_id {user_id!r}")
+    state.dialog = DialogScript(
+        mode, str(user_id) if user_id else None, frozenset(body.get("declined_scopes") or ())
+    )
+    return JSONResponse({"mode": mode, "user_id": state.dialog.user_id})
+
+
+async def config(request: Request) -> Response:
+    state = _sandbox(request).state
+    body = await _object(request)
+    if "long_lived_reexchange" in body:
+        if body["long_lived_reexchange"] not in {"extend", "keep_expiry"}:
+            raise ControlError("long_lived_reexchange must be extend or keep_expiry")
+        state.long_lived_reexchange = body["long_lived_reexchange"]
+    if "page_size" in body:
+        size = int(body["page_size"])
+        if not 1 <= size <= 100:
+            raise ControlError("page_size must be between 1 and 100")
+        state.page_size = size
+    if "require_appsecret_proof" in body:
+        state.require_appsecret_proof = bool(body["require_appsecret_proof"])
+    return JSONResponse(
+        {
+            "long_lived_reexchange": state.long_lived_reexchange,
+            "page_size": state.page_size,
+            "require_appsecret_proof": state.require_appsecret_proof,
+        }
+    )
+
+
+def control_routes() -> list[Route]:
+    return [
+        Route("/_sandbox/reset", _handles_errors(reset), methods=["POST"]),
+        Route("/_sandbox/state", _handles_errors(state_view), methods=["GET"]),
+        Route("/_sandbox/stats", _handles_errors(state_view), methods=["GET"]),
+        Route("/_sandbox/users", _handles_errors(users), methods=["POST"]),
+        Route("/_sandbox/users/{user_id}", _handles_errors(user_detail), methods=["GET", "PATCH"]),
+        Route("/_sandbox/tokens", _handles_errors(tokens), methods=["POST"]),
+        Route("/_sandbox/tokens/inspect", _handles_errors(token_detail), methods=["POST"]),
+        Route("/_sandbox/revoke", _handles_errors(revoke), methods=["POST"]),
+        Route("/_sandbox/faults", _handles_errors(faults), methods=["GET", "POST", "DELETE"]),
+        Route("/_sandbox/latency", _handles_errors(latency), methods=["POST", "DELETE"]),
+        Route("/_sandbox/clock", _handles_errors(clock), methods=["POST"]),
+        Route("/_sandbox/dialog", _handles_errors(dialog), methods=["POST"]),
+        Route("/_sandbox/config", _handles_errors(config), methods=["POST"]),
+    ]

@@ -1,0 +1,469 @@
+"""The sandbox's in-memory world: users, Pages, Instagram accounts, codes, tokens, subscriptions,
+faults, latency rules and a movable clock. One instance per app; plain dicts, O(1) per Graph call.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import random
+import re
+import secrets
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from sandbox.fixtures import load_defaults
+
+ALL_SCOPES: tuple[str, ...] = (
+    "instagram_basic",
+    "instagram_manage_messages",
+    "pages_manage_metadata",
+    "pages_show_list",
+    "pages_read_engagement",
+    "business_management",
+    "pages_messaging",
+)
+# Page-level webhook fields `subscribed_apps` accepts (Messenger Platform Page fields).
+PAGE_WEBHOOK_FIELDS: frozenset[str] = frozenset(
+    {
+        "messages",
+        "messaging_postbacks",
+        "messaging_optins",
+        "message_deliveries",
+        "message_reads",
+        "messaging_referrals",
+        "message_echoes",
+        "message_reactions",
+        "messaging_handovers",
+        "standby",
+        "messaging_policy_enforcement",
+        "feed",
+        "inbox_labels",
+    }
+)
+DEFAULT_TASKS: tuple[str, ...] = ("ANALYZE", "ADVERTISE", "MESSAGING", "MODERATE", "CREATE_CONTENT", "MANAGE")
+ReexchangeMode = Literal["extend", "keep_expiry"]
+DialogMode = Literal["approve", "deny", "interactive"]
+
+DAY = 86_400
+
+
+@dataclass
+class SandboxConfig:
+    """How the sandbox behaves; `POST /_sandbox/config` changes the mutable knobs at run time."""
+
+    app_id: str = "sandbox-app-id"
+    app_secret: str = "sandbox-app-secret"
+    app_name: str = "Sandbox CRM"
+    require_appsecret_proof: bool = True
+    page_size: int = 25
+    code_ttl: int = 600
+    short_lived_ttl: int = 3_600
+    long_lived_ttl: int = 60 * DAY
+    data_access_ttl: int = 90 * DAY
+    long_lived_reexchange: ReexchangeMode = "extend"
+    allowed_redirect_uris: tuple[str, ...] = ()  # empty: any http(s) URI
+    timeout_seconds: float = 30.0
+    default_fixtures: bool = True
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> SandboxConfig:
+        """App id/secret from INSTAGRAM_APP_ID / INSTAGRAM_APP_SECRET when set (so `.env` works as is)."""
+        env = dict(os.environ if environ is None else environ)
+        base = cls()
+        return cls(
+            app_id=env.get("INSTAGRAM_APP_ID", "").strip() or base.app_id,
+            app_secret=env.get("INSTAGRAM_APP_SECRET", "").strip() or base.app_secret,
+        )
+
+    @property
+    def app_token(self) -> str:
+        return f"{self.app_id}|{self.app_secret}"
+
+
+class GraphFailure(Exception):  # a Graph answer, not a Python failure
+    """An error answer in Meta's envelope."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: int,
+        subcode: int | None = None,
+        type: str = "OAuthException",  # Meta's field name
+        status: int = 400,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.subcode = subcode
+        self.type = type
+        self.status = status
+
+    def envelope(self) -> dict[str, Any]:
+        error: dict[str, Any] = {"message": self.message, "type": self.type, "code": self.code}
+        if self.subcode is not None:
+            error["error_subcode"] = self.subcode
+        error["fbtrace_id"] = trace_id()
+        return {"error": error}
+
+
+def trace_id() -> str:
+    return "A" + secrets.token_urlsafe(15)
+
+
+def new_token() -> str:
+    return "EAAS" + secrets.token_urlsafe(48).replace("-", "x").replace("_", "y")
+
+
+def encode_cursor(offset: int) -> str:
+    return base64.urlsafe_b64encode(f"sbx:{offset}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int | None:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except ValueError:
+        return None
+    if not raw.startswith("sbx:") or not raw[4:].isdigit():
+        return None
+    return int(raw[4:])
+
+
+@dataclass
+class InstagramAccountRec:
+    id: str
+    username: str
+    name: str
+    profile_picture_url: str
+    page_id: str
+
+
+@dataclass
+class InstagramUserRec:
+    id: str
+    username: str
+    name: str
+    profile_pic: str
+
+
+@dataclass
+class PageRec:
+    id: str
+    name: str
+    category: str
+    tasks: tuple[str, ...]
+    hidden: bool = False
+    ig_account_id: str | None = None
+
+
+@dataclass
+class UserRec:
+    id: str
+    name: str
+    page_ids: list[str]
+    declined_scopes: frozenset[str]
+    data_access_expires_at: int
+
+
+@dataclass
+class TokenRec:
+    value: str
+    kind: Literal["user_short", "user_long", "page"]
+    user_id: str
+    scopes: tuple[str, ...]
+    issued_at: int
+    expires_at: int | None  # None: never
+    page_id: str | None = None
+    revoked_subcode: int | None = None
+
+    @property
+    def meta_type(self) -> str:
+        return "PAGE" if self.kind == "page" else "USER"
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "token": self.value,
+            "kind": self.kind,
+            "user_id": self.user_id,
+            "page_id": self.page_id,
+            "scopes": list(self.scopes),
+            "issued_at": self.issued_at,
+            "expires_at": self.expires_at,
+            "revoked_subcode": self.revoked_subcode,
+        }
+
+
+@dataclass
+class CodeRec:
+    value: str
+    user_id: str
+    redirect_uri: str
+    scopes: tuple[str, ...]
+    issued_at: int
+    used: bool = False
+
+
+@dataclass
+class Fault:
+    pattern: re.Pattern[str]
+    method: str | None
+    remaining: int
+    http_status: int
+    code: int | None
+    subcode: int | None
+    type: str
+    message: str
+    body: str | None
+    headers: dict[str, str]
+    timeout: bool
+    is_transient: bool | None
+    hang_seconds: float | None = None
+    hits: int = 0
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "path": self.pattern.pattern,
+            "method": self.method,
+            "remaining": self.remaining,
+            "hits": self.hits,
+            "http_status": self.http_status,
+            "code": self.code,
+            "subcode": self.subcode,
+            "timeout": self.timeout,
+        }
+
+
+@dataclass
+class LatencyRule:
+    pattern: re.Pattern[str]
+    ms: float
+    jitter_ms: float
+
+    def delay(self) -> float:
+        jitter = random.uniform(-self.jitter_ms, self.jitter_ms) if self.jitter_ms else 0.0
+        return max(0.0, self.ms + jitter) / 1000.0
+
+
+@dataclass
+class DialogScript:
+    mode: DialogMode = "interactive"
+    user_id: str | None = None
+    declined_scopes: frozenset[str] = frozenset()
+
+
+_EXPIRY_FMT = "%A, %d-%b-%y %H:%M:%S UTC"
+_SUBCODE_MESSAGES = {
+    458: "Error validating access token: User {user} has not authorized application {app}.",
+    459: "Error validating access token: You cannot access the app till you log in to www.facebook.com "
+    "and follow the instructions given.",
+    460: "Error validating access token: The session has been invalidated because the user changed their "
+    "password or Facebook has changed the session for security reasons.",
+    464: "Error validating access token: Sessions for the user  are not allowed because the user is not "
+    "a confirmed user.",
+    467: "Error validating access token: The session is invalid because the user logged out.",
+    492: "Error validating access token: The session is invalid because the user is no longer an admin "
+    "of the Page.",
+}
+
+
+@dataclass
+class State:
+    """Everything the sandbox remembers; `reset()` restores the configured start."""
+
+    config: SandboxConfig
+    clock_offset: float = 0.0
+    users: dict[str, UserRec] = field(default_factory=dict)
+    pages: dict[str, PageRec] = field(default_factory=dict)
+    ig_accounts: dict[str, InstagramAccountRec] = field(default_factory=dict)
+    ig_users: dict[str, InstagramUserRec] = field(default_factory=dict)
+    codes: dict[str, CodeRec] = field(default_factory=dict)
+    tokens: dict[str, TokenRec] = field(default_factory=dict)
+    tokens_by_user: dict[str, list[str]] = field(default_factory=dict)
+    page_token_cache: dict[tuple[str, str], str] = field(default_factory=dict)
+    subscriptions: dict[str, list[str]] = field(default_factory=dict)
+    calls: Counter[str] = field(default_factory=Counter)
+    exchanges: Counter[str] = field(default_factory=Counter)
+    code_exchanges: Counter[str] = field(default_factory=Counter)
+    issued: Counter[str] = field(default_factory=Counter)
+    faults: list[Fault] = field(default_factory=list)
+    latency: list[LatencyRule] = field(default_factory=list)
+    dialog: DialogScript = field(default_factory=DialogScript)
+    next_id: int = 1
+    page_size: int = 25
+    long_lived_reexchange: ReexchangeMode = "extend"
+    require_appsecret_proof: bool = True
+
+    def __post_init__(self) -> None:
+        self.reset()
+
+    # ---- lifecycle ---------------------------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Forget everything; reload the default fixtures (when configured) and the config's knobs."""
+        self.clock_offset = 0.0
+        for table in (
+            self.users,
+            self.pages,
+            self.ig_accounts,
+            self.ig_users,
+            self.codes,
+            self.tokens,
+            self.tokens_by_user,
+            self.page_token_cache,
+            self.subscriptions,
+        ):
+            table.clear()
+        for counter in (self.calls, self.exchanges, self.code_exchanges, self.issued):
+            counter.clear()
+        self.faults.clear()
+        self.latency.clear()
+        self.dialog = DialogScript()
+        self.next_id = 1
+        self.page_size = self.config.page_size
+        self.long_lived_reexchange = self.config.long_lived_reexchange
+        self.require_appsecret_proof = self.config.require_appsecret_proof
+        if self.config.default_fixtures:
+            load_defaults(self)
+
+    def now(self) -> int:
+        return int(time.time() + self.clock_offset)
+
+    def set_now(self, when: datetime) -> None:
+        self.clock_offset = when.timestamp() - time.time()
+
+    def fresh_id(self, prefix: str, width: int) -> str:
+        self.next_id += 1
+        return f"{prefix}{self.next_id:0{width - len(prefix)}d}"
+
+    # ---- world -----------------------------------------------------------------------------------
+
+    def add_user(self, user_id: str, name: str, *, declined_scopes: frozenset[str] = frozenset()) -> UserRec:
+        if user_id in self.users:
+            raise ValueError(f"user {user_id} already exists")
+        user = UserRec(user_id, name, [], declined_scopes, self.now() + self.config.data_access_ttl)
+        self.users[user_id] = user
+        return user
+
+    def add_page(
+        self,
+        user: UserRec,
+        page_id: str,
+        name: str,
+        *,
+        category: str = "Insurance Agent",
+        tasks: tuple[str, ...] = DEFAULT_TASKS,
+        hidden: bool = False,
+    ) -> PageRec:
+        page = self.pages.get(page_id)
+        if page is None:
+            page = PageRec(page_id, name, category, tasks, hidden)
+            self.pages[page_id] = page
+        user.page_ids.append(page_id)
+        return page
+
+    def link_instagram(
+        self, page: PageRec, ig_id: str, username: str, name: str | None = None, picture: str | None = None
+    ) -> InstagramAccountRec:
+        account = InstagramAccountRec(
+            ig_id,
+            username,
+            name or username,
+            picture or f"https://sandbox.invalid/ig/{ig_id}.jpg",
+            page.id,
+        )
+        self.ig_accounts[ig_id] = account
+        page.ig_account_id = ig_id
+        return account
+
+    def add_instagram_user(self, igsid: str, username: str, name: str) -> InstagramUserRec:
+        rec = InstagramUserRec(igsid, username, name, f"https://sandbox.invalid/igsid/{igsid}.jpg")
+        self.ig_users[igsid] = rec
+        return rec
+
+    # ---- tokens ----------------------------------------------------------------------------------
+
+    def granted_scopes(self, user: UserRec, requested: tuple[str, ...] | None = None) -> tuple[str, ...]:
+        scopes = ALL_SCOPES if requested is None else requested
+        return tuple(s for s in scopes if s not in user.declined_scopes)
+
+    def issue(
+        self,
+        user_id: str,
+        kind: Literal["user_short", "user_long", "page"],
+        scopes: tuple[str, ...],
+        *,
+        expires_at: int | None,
+        page_id: str | None = None,
+    ) -> TokenRec:
+        rec = TokenRec(new_token(), kind, user_id, scopes, self.now(), expires_at, page_id)
+        self.tokens[rec.value] = rec
+        self.tokens_by_user.setdefault(user_id, []).append(rec.value)
+        self.issued[kind] += 1
+        return rec
+
+    def page_token_for(self, user_token: TokenRec, page: PageRec) -> TokenRec:
+        """The Page token seen through `user_token`: stable per (user token, Page); never expires
+        when the user token is long-lived, else expires with it."""
+        key = (user_token.value, page.id)
+        cached = self.page_token_cache.get(key)
+        if cached is not None:
+            return self.tokens[cached]
+        if user_token.kind == "page":
+            return user_token
+        expires_at = None if user_token.kind == "user_long" else user_token.expires_at
+        rec = self.issue(
+            user_token.user_id, "page", user_token.scopes, expires_at=expires_at, page_id=page.id
+        )
+        self.page_token_cache[key] = rec.value
+        return rec
+
+    def invalid_reason(self, rec: TokenRec) -> tuple[int, str] | None:
+        """(subcode, message) when the token no longer works, else None."""
+        if rec.revoked_subcode is not None:
+            template = _SUBCODE_MESSAGES.get(
+                rec.revoked_subcode, "Error validating access token: The session is invalid."
+            )
+            return rec.revoked_subcode, template.format(user=rec.user_id, app=self.config.app_id)
+        now = self.now()
+        if rec.expires_at is not None and now >= rec.expires_at:
+            expired = datetime.fromtimestamp(rec.expires_at, UTC).strftime(_EXPIRY_FMT)
+            current = datetime.fromtimestamp(now, UTC).strftime(_EXPIRY_FMT)
+            return (
+                463,
+                f"Error validating access token: Session has expired on {expired}. "
+                f"The current time is {current}.",
+            )
+        return None
+
+    def check(self, value: str | None) -> TokenRec:
+        """The live token record for `value`, or the Graph error Meta would answer with."""
+        if not value:
+            raise GraphFailure(
+                "An active access token must be used to query information about the current user.", code=2500
+            )
+        rec = self.tokens.get(value)
+        if rec is None:
+            if "|" in value:
+                raise GraphFailure("Invalid OAuth access token signature.", code=190)
+            raise GraphFailure("Invalid OAuth access token - Cannot parse access token", code=190)
+        reason = self.invalid_reason(rec)
+        if reason is not None:
+            raise GraphFailure(reason[1], code=190, subcode=reason[0])
+        return rec
+
+    def revoke(self, value: str, subcode: int = 460) -> bool:
+        rec = self.tokens.get(value)
+        if rec is None:
+            return False
+        rec.revoked_subcode = subcode
+        return True
+
+    def revoke_user(self, user_id: str, subcode: int = 460) -> int:
+        values = self.tokens_by_user.get(user_id, [])
+        for value in values:
+            self.tokens[value].revoked_subcode = subcode
+        return len(values)

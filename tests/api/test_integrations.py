@@ -1,0 +1,167 @@
+"""Status, disconnect, token storage and key rotation — through the service, the RPCs and the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import asyncpg
+import pytest
+from starlette.testclient import TestClient
+
+from cli.keys import rotate
+from instagram_dm import errors
+from instagram_dm.db.asyncpg_adapter import AsyncpgDatabase
+from instagram_dm.service import InstagramService
+from instagram_dm.settings import Settings
+from sandbox import fixtures as fb
+from tests.fixtures.api import TOKEN_KEY, Browser
+from tests.fixtures.database import DEMO_ADMIN, DEMO_IMO, DEMO_MEMBER, STARTER_ADMIN, acting_as
+
+OTHER_KEY = "another-token-encryption-key-fedcba9876543210"
+TOKEN_FIELDS = {"user_access_token_encrypted", "page_access_token_encrypted", "user_token", "page_token"}
+
+
+def connected_id(browser: Browser, fb_user: str = fb.ALICE) -> str:
+    result = browser.connect(fb_user)
+    assert result.query["instagram"] == ["connected"], result.location
+    return result.query["integration_id"][0]
+
+
+async def test_status_rpc_shows_safe_fields_to_members(browser: Browser, pg: asyncpg.Connection) -> None:
+    """instagram_integration_status, called as a member, lists the IMO's integration without token fields."""
+    integration_id = connected_id(browser)
+    async with acting_as(pg, DEMO_MEMBER) as conn:
+        rows = json.loads(await conn.fetchval("select public.instagram_integration_status($1)::text", DEMO_IMO))
+    assert [r["id"] for r in rows] == [integration_id]
+    assert rows[0]["status"] == "connected" and rows[0]["instagram_username"] == "alice.recruits"
+    assert not TOKEN_FIELDS & set(rows[0])
+    assert "fingerprint" not in json.dumps(rows)
+
+
+async def test_status_rpc_returns_nothing_to_another_imo(browser: Browser, pg: asyncpg.Connection) -> None:
+    """Another IMO's admin asking for Demo Agency's status gets an empty list."""
+    connected_id(browser)
+    async with acting_as(pg, STARTER_ADMIN) as conn:
+        rows = json.loads(await conn.fetchval("select public.instagram_integration_status($1)::text", DEMO_IMO))
+    assert rows == []
+
+
+async def test_service_status_is_membership_checked(browser: Browser, service: InstagramService) -> None:
+    """The service's status for a member lists the integration; for a non-member it is empty."""
+    integration_id = connected_id(browser)
+    assert [r["id"] for r in await service.status(user_id=DEMO_MEMBER, imo_id=DEMO_IMO)] == [integration_id]
+    assert await service.status(user_id=STARTER_ADMIN, imo_id=DEMO_IMO) == []
+
+
+@pytest.mark.parametrize(
+    ("fn", "args"),
+    [
+        ("instagram_integration_tokens", "(gen_random_uuid(), 'x')"),
+        ("instagram_oauth_state_consume", "('x')"),
+        ("instagram_rotate_key_batch", "('a', 'b', 1)"),
+        ("instagram_disconnect_for_user", "(gen_random_uuid(), gen_random_uuid())"),
+    ],
+)
+@pytest.mark.parametrize("role", ["anon", "authenticated"])
+async def test_api_roles_cannot_call_service_functions(
+    pg: asyncpg.Connection, fn: str, args: str, role: str
+) -> None:
+    """anon and authenticated get permission denied on service-only RPCs."""
+    async with acting_as(pg, DEMO_ADMIN if role == "authenticated" else None, role=role) as conn:
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.fetchval(f"select public.{fn}{args}")  # noqa: S608
+
+
+async def test_tokens_decrypt_with_the_key_and_fail_with_another(
+    browser: Browser, db: AsyncpgDatabase
+) -> None:
+    """Stored tokens decrypt to the sandbox's tokens with our key; another key fails with a clear error."""
+    integration_id = connected_id(browser)
+    tokens = await db.rpc("instagram_integration_tokens", {"p_integration_id": integration_id, "p_key": TOKEN_KEY})
+    issued = {t["token"] for t in browser.sandbox.state(tokens=True)["tokens"]}
+    assert tokens["user_token"] in issued and tokens["page_token"] in issued
+    with pytest.raises(errors.EncryptionKeyMismatchError) as caught:
+        await db.rpc("instagram_integration_tokens", {"p_integration_id": integration_id, "p_key": OTHER_KEY})
+    assert "different INSTAGRAM_TOKEN_ENCRYPTION_KEY" in caught.value.message
+    assert OTHER_KEY not in caught.value.message and TOKEN_KEY not in caught.value.message
+
+
+async def test_short_key_is_refused_by_the_database(db: AsyncpgDatabase) -> None:
+    """The store RPC itself refuses a key shorter than 32 characters."""
+    with pytest.raises(errors.BadRequestError) as caught:
+        await db.rpc(
+            "instagram_rotate_key_batch", {"p_old_key": "short", "p_new_key": OTHER_KEY, "p_batch": 1}
+        )
+    assert caught.value.code == "invalid_encryption_key"
+
+
+async def test_rotate_key_round_trip_is_resumable(
+    browser: Browser, db: AsyncpgDatabase, api_settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """rotate-key re-encrypts every row in batches; stopping half-way and rerunning finishes the job."""
+    ids = [*browser.connect(fb.BOB).query["integration_id"], connected_id(browser, fb.ALICE)]
+    before = {i: await db.rpc("instagram_integration_tokens", {"p_integration_id": i, "p_key": TOKEN_KEY}) for i in ids}
+    partial = await db.rpc("instagram_rotate_key_batch", {"p_old_key": TOKEN_KEY, "p_new_key": OTHER_KEY, "p_batch": 1})
+    assert partial["rotated"] == 1 and partial["remaining"] == 2
+
+    new_settings = Settings.from_environ(
+        {"DATABASE_URL": api_settings.database_url.reveal(), "INSTAGRAM_TOKEN_ENCRYPTION_KEY": OTHER_KEY}, env_file=None
+    )
+    assert await rotate(new_settings, TOKEN_KEY, batch_size=1) == 0
+    assert "remaining 0" in capsys.readouterr().out
+    for integration_id in ids:
+        after = await db.rpc("instagram_integration_tokens", {"p_integration_id": integration_id, "p_key": OTHER_KEY})
+        assert (after["user_token"], after["page_token"]) == (
+            before[integration_id]["user_token"],
+            before[integration_id]["page_token"],
+        )
+        with pytest.raises(errors.EncryptionKeyMismatchError):
+            await db.rpc("instagram_integration_tokens", {"p_integration_id": integration_id, "p_key": TOKEN_KEY})
+
+
+async def test_admin_disconnect_wipes_tokens_and_queues_unsubscribe(
+    browser: Browser, service: InstagramService, pg: asyncpg.Connection
+) -> None:
+    """Disconnect marks the integration disconnected, wipes both tokens and leaves a Page-unsubscribe row."""
+    integration_id = connected_id(browser)
+    result = await service.disconnect(user_id=DEMO_ADMIN, integration_id=integration_id)
+    assert result["status"] == "disconnected" and result["unsubscribe_queued"] is True
+    row = await pg.fetchrow(
+        "select status, user_access_token_encrypted, page_access_token_encrypted, token_key_fingerprint,"
+        " webhook_subscribed from public.instagram_integrations"
+    )
+    assert dict(row) == {
+        "status": "disconnected",
+        "user_access_token_encrypted": None,
+        "page_access_token_encrypted": None,
+        "token_key_fingerprint": None,
+        "webhook_subscribed": False,
+    }
+    queued = await pg.fetchrow("select facebook_page_id, state, page_access_token_encrypted from public.instagram_page_unsubscriptions")
+    assert queued["state"] == "pending" and queued["page_access_token_encrypted"] is not None
+
+
+async def test_member_cannot_disconnect(browser: Browser, service: InstagramService, pg: asyncpg.Connection) -> None:
+    """A plain member's disconnect is refused as not found and the integration stays connected."""
+    integration_id = connected_id(browser)
+    with pytest.raises(errors.NotFoundError):
+        await service.disconnect(user_id=DEMO_MEMBER, integration_id=integration_id)
+    assert await pg.fetchval("select status::text from public.instagram_integrations") == "connected"
+
+
+async def test_app_facing_disconnect_uses_the_callers_identity(browser: Browser, pg: asyncpg.Connection) -> None:
+    """instagram_disconnect called with an admin's JWT claims disconnects; with another IMO's admin it fails."""
+    integration_id = connected_id(browser)
+    async with acting_as(pg, STARTER_ADMIN) as conn:
+        with pytest.raises(asyncpg.exceptions.NoDataFoundError):
+            await conn.fetchval("select public.instagram_disconnect($1)", integration_id)
+    async with acting_as(pg, DEMO_ADMIN) as conn:
+        result = json.loads(await conn.fetchval("select public.instagram_disconnect($1)::text", integration_id))
+        assert result["status"] == "disconnected"
+
+
+async def test_health_endpoints(api_client: TestClient) -> None:
+    """/healthz is alive; /readyz reports the database and pg_cron ready."""
+    assert api_client.get("/healthz").json() == {"status": "ok"}
+    ready = api_client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["database"] == "ok"
