@@ -18,7 +18,9 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route
 
-from api import dev, errors as api_errors, routes
+from api import dev, routes
+from api import errors as api_errors
+from api.timing import ServerTimingMiddleware
 from instagram_dm import errors
 from instagram_dm.auth import JWTVerifier
 from instagram_dm.bootstrap import open_database
@@ -73,13 +75,14 @@ def create_app(
     if settings.is_development:
         route_list += dev.routes()
     middleware = [
+        Middleware(ServerTimingMiddleware),
         Middleware(
             CORSMiddleware,
             allow_origins=[_origin(settings.return_url)],
             allow_methods=["POST", "GET", "OPTIONS"],
             allow_headers=["authorization", "apikey", "content-type", "x-client-info"],
             max_age=600,
-        )
+        ),
     ]
     return Starlette(
         routes=route_list,

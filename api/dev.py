@@ -26,7 +26,13 @@ button{{font-size:1rem;padding:.5rem 1rem}} .note{{background:#f4f4f4;padding:.6
 def _dev_token(request: Request) -> str:
     secret = request.state.settings.supabase_jwt_secret.reveal()
     now = int(time.time())
-    claims = {"sub": DEMO_ADMIN, "aud": "authenticated", "role": "authenticated", "iat": now, "exp": now + 900}
+    claims = {
+        "sub": DEMO_ADMIN,
+        "aud": "authenticated",
+        "role": "authenticated",
+        "iat": now,
+        "exp": now + 900,
+    }
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
@@ -53,14 +59,22 @@ document.getElementById('connect').onclick = async () => {{
 async def status_page(request: Request) -> Response:
     rows = await request.state.service.status(user_id=DEMO_ADMIN, imo_id=DEMO_IMO)
     outcome = html.escape(str(request.url.query)) or "—"
-    fields = ["instagram_username", "facebook_page_name", "status", "webhook_subscribed", "token_expires_at",
-              "data_access_expires_at", "last_refreshed_at", "last_error_code"]
+    fields = [
+        "instagram_username",
+        "facebook_page_name",
+        "status",
+        "webhook_subscribed",
+        "token_expires_at",
+        "data_access_expires_at",
+        "last_refreshed_at",
+        "last_error_code",
+    ]
     head = "".join(f"<th>{f}</th>" for f in fields) + "<th></th>"
     lines = "".join(
         "<tr>"
         + "".join(f"<td>{html.escape(str(row.get(f)))}</td>" for f in fields)
         + f"""<td><form method="post" action="/dev/disconnect"><input type="hidden" name="id"
-        value="{html.escape(str(row['id']))}"><button>Disconnect</button></form></td></tr>"""
+        value="{html.escape(str(row["id"]))}"><button>Disconnect</button></form></td></tr>"""
         for row in rows
     )
     body = f"""<p class="note">Callback result: <code>{outcome}</code></p>

@@ -54,7 +54,9 @@ async def oauth_callback(request: Request) -> Response:
     result = await request.state.service.complete_connection(params)
     target = result.redirect_url()
     if target is None:
-        page = INVALID_STATE_PAGE.format(return_url=html.escape(request.state.settings.return_url, quote=True))
+        page = INVALID_STATE_PAGE.format(
+            return_url=html.escape(request.state.settings.return_url, quote=True)
+        )
         return HTMLResponse(page, status_code=400, headers={"Cache-Control": "no-store"})
     return RedirectResponse(target, status_code=302, headers={"Cache-Control": "no-store"})
 

@@ -170,7 +170,7 @@ def main() -> None:
     parser.add_argument("--latency-requests", type=int, default=1000)
     args = parser.parse_args()
     try:
-        import uvloop  # noqa: PLC0415  # optional: measure with the loop uvicorn uses
+        import uvloop  # optional: measure with the loop uvicorn uses
 
         uvloop.install()
     except ImportError:

@@ -14,7 +14,9 @@ DEMO_ADMIN = "00000000-0000-4000-8000-0000000000b1"
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = sub.add_parser("dev-token", help="print a user JWT signed with SUPABASE_JWT_SECRET (development)")
+    parser = sub.add_parser(
+        "dev-token", help="print a user JWT signed with SUPABASE_JWT_SECRET (development)"
+    )
     parser.add_argument("--user", default=DEMO_ADMIN, help="user id (default: the demo IMO's admin)")
     parser.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
     parser.set_defaults(func=run)

@@ -49,7 +49,7 @@ def config_checks(settings: Settings) -> list[Check]:
     return out
 
 
-async def database_checks(settings: Settings, migrations_dir: Path) -> list[Check]:
+async def database_checks(settings: Settings, local: list[str], migrations_dir: Path) -> list[Check]:
     if settings.problems("database"):
         return [Check(False, "database: not configured", "set DATABASE_URL (make run uses the embedded one)")]
     try:
@@ -69,7 +69,11 @@ async def database_checks(settings: Settings, migrations_dir: Path) -> list[Chec
         await db.close()
     out = [
         Check(True, "database: reachable"),
-        Check(bool(health["pgcrypto"]), "extension: pgcrypto", "create extension pgcrypto with schema extensions"),
+        Check(
+            bool(health["pgcrypto"]),
+            "extension: pgcrypto",
+            "create extension pgcrypto with schema extensions",
+        ),
         Check(
             bool(health["pg_cron"]),
             "extension: pg_cron",
@@ -77,7 +81,6 @@ async def database_checks(settings: Settings, migrations_dir: Path) -> list[Chec
         ),
     ]
     applied = set(health["migrations"])
-    local = sorted(p.name.split("_", 1)[0] for p in migrations_dir.glob("*.sql")) if migrations_dir.is_dir() else []
     if not local:
         out.append(Check(True, f"migrations: {len(applied)} applied (no local {migrations_dir} to compare)"))
     else:
@@ -94,7 +97,13 @@ async def database_checks(settings: Settings, migrations_dir: Path) -> list[Chec
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    checks = config_checks(settings) + asyncio.run(database_checks(settings, args.migrations_dir))
+    migrations_dir: Path = args.migrations_dir
+    local = (
+        sorted(p.name.split("_", 1)[0] for p in migrations_dir.glob("*.sql"))
+        if migrations_dir.is_dir()
+        else []
+    )
+    checks = config_checks(settings) + asyncio.run(database_checks(settings, local, migrations_dir))
     for check in checks:
         print(check.line())
     return 0 if all(c.ok for c in checks) else 1

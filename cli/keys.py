@@ -21,7 +21,9 @@ PREVIOUS_KEY_VAR = "INSTAGRAM_TOKEN_ENCRYPTION_KEY_PREVIOUS"
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = sub.add_parser("rotate-key", help=f"re-encrypt tokens from ${PREVIOUS_KEY_VAR} to the current key")
+    parser = sub.add_parser(
+        "rotate-key", help=f"re-encrypt tokens from ${PREVIOUS_KEY_VAR} to the current key"
+    )
     parser.add_argument("--batch-size", type=int, default=500)
     parser.set_defaults(func=run)
 
@@ -41,7 +43,11 @@ async def rotate(settings: Settings, old_key: str, batch_size: int) -> int:
         while True:
             result = await db.rpc(
                 "instagram_rotate_key_batch",
-                {"p_old_key": old_key, "p_new_key": settings.token_encryption_key.reveal(), "p_batch": batch_size},
+                {
+                    "p_old_key": old_key,
+                    "p_new_key": settings.token_encryption_key.reveal(),
+                    "p_batch": batch_size,
+                },
             )
             total += result["rotated"]
             print(f"rotated {total}, remaining {result['remaining']}", flush=True)

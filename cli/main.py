@@ -16,7 +16,9 @@ from instagram_dm.settings import Settings
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="instagram-dm", description="Instagram DMs for the CRM's Messages page.")
+    parser = argparse.ArgumentParser(
+        prog="instagram-dm", description="Instagram DMs for the CRM's Messages page."
+    )
     parser.add_argument("--env-file", default=".env", help="dotenv file to read (default: .env)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
     for module in (serve, worker, doctor, keys, dev_token):

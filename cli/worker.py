@@ -1,16 +1,113 @@
-"""`instagram-dm worker` and `instagram-dm refresh-now` (the token refresh worker; see worker/)."""
+"""`instagram-dm worker` and `instagram-dm refresh-now` (the token refresh worker; see worker/ and
+docs/worker.md)."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
+from datetime import timedelta
 
+import httpx
+
+from instagram_dm.bootstrap import open_database
+from instagram_dm.graph import GraphClient
 from instagram_dm.settings import Settings
+from worker import signals
+from worker.backoff import Backoff
+from worker.refresh import FacebookLoginRefresher
+from worker.runner import Worker, WorkerOptions
+
+DAY = 86_400
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    worker = sub.add_parser("worker", help="run the background worker (token refresh, page unsubscribes)")
+    worker = sub.add_parser(
+        "worker",
+        help="run the background worker (token refresh, page unsubscribes)",
+        description="Claims token refresh jobs (enqueued daily by pg_cron) and Page unsubscriptions and "
+        "runs them. Wakes on NOTIFY with DATABASE_URL, else polls. SIGTERM/SIGINT: graceful stop.",
+    )
+    worker.add_argument(
+        "--concurrency",
+        type=int,
+        default=None,
+        help="jobs at once (default INSTAGRAM_WORKER_CONCURRENCY, 20)",
+    )
+    worker.add_argument("--poll-interval", type=float, default=5.0, help="seconds between polls (default 5)")
+    worker.add_argument("--lease-seconds", type=int, default=300, help="job lease (default 300)")
+    worker.add_argument(
+        "--grace-period", type=float, default=25.0, help="seconds in-flight jobs get on shutdown (default 25)"
+    )
+    worker.add_argument("--no-listen", action="store_true", help="poll only, even when LISTEN is available")
+    worker.add_argument(
+        "--retry-base-seconds",
+        type=float,
+        default=30.0,
+        help="first retry delay, doubled per attempt (default 30)",
+    )
+    worker.add_argument("--exit-when-idle", action="store_true", help="stop once nothing is due or running")
+    worker.add_argument(
+        "--window-days", type=float, default=7.0, help="refresh window for warnings (default 7)"
+    )
     worker.set_defaults(func=run_worker)
+
+    now = sub.add_parser(
+        "refresh-now", help="enqueue token refresh jobs now (operators, demos)", description=__doc__
+    )
+    which = now.add_mutually_exclusive_group(required=True)
+    which.add_argument(
+        "--integration", metavar="ID", help="refresh this integration now, whatever its expiry"
+    )
+    which.add_argument("--all-due", action="store_true", help="what the daily cron job does, right now")
+    now.add_argument(
+        "--window-days", type=float, default=7.0, help="with --all-due: expiring within (default 7)"
+    )
+    now.set_defaults(func=refresh_now)
 
 
 def run_worker(args: argparse.Namespace, settings: Settings) -> int:
-    raise NotImplementedError("the worker arrives with the token refresh issue")
+    settings.require("meta", "crypto", "database")
+    options = WorkerOptions(
+        concurrency=args.concurrency or settings.worker_concurrency,
+        poll_interval=args.poll_interval,
+        lease_seconds=args.lease_seconds,
+        grace_period=args.grace_period,
+        listen=not args.no_listen,
+        exit_when_idle=args.exit_when_idle,
+        backoff=Backoff(base=args.retry_base_seconds),
+    )
+    return asyncio.run(_run_worker(settings, options, timedelta(days=args.window_days)))
+
+
+async def _run_worker(settings: Settings, options: WorkerOptions, window: timedelta) -> int:
+    db = await open_database(settings, max_size=min(options.concurrency, 10) + 2)
+    try:
+        limits = httpx.Limits(max_connections=options.concurrency + 10)
+        async with httpx.AsyncClient(timeout=httpx.Timeout(15.0, connect=5.0), limits=limits) as http:
+            graph = GraphClient.from_settings(settings, http)
+            key = settings.token_encryption_key.reveal()
+            refresher = FacebookLoginRefresher(db, graph, key=key, window=window)
+            worker = Worker(db, refresher, key=key, graph=graph, options=options)
+            with signals.on_stop(worker.on_signal):
+                return await worker.run()
+    finally:
+        await db.close()
+
+
+def refresh_now(args: argparse.Namespace, settings: Settings) -> int:
+    settings.require("database")
+    result = asyncio.run(_refresh_now(settings, args.integration, int(args.window_days * DAY)))
+    print(json.dumps(result))
+    return 0
+
+
+async def _refresh_now(settings: Settings, integration: str | None, window_seconds: int) -> object:
+    db = await open_database(settings, max_size=1)
+    try:
+        if integration is not None:
+            return await db.rpc("instagram_refresh_enqueue_one_v1", {"p_integration_id": integration})
+        count = await db.rpc("instagram_refresh_enqueue_v1", {"p_window_seconds": window_seconds})
+        return {"enqueued": count}
+    finally:
+        await db.close()

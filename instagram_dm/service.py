@@ -120,7 +120,7 @@ class ConnectResult:
         return with_query(self.return_to, params)
 
 
-class _Abort(Exception):  # noqa: N818 - internal control flow, never escapes this module
+class _Abort(Exception):
     def __init__(self, reason: str, **detail: Any) -> None:
         super().__init__(reason)
         self.reason = reason
@@ -145,7 +145,9 @@ class InstagramService:
 
     # ---- start ------------------------------------------------------------------------------------
 
-    async def start_connection(self, *, user_id: str, imo_id: object, return_to: object = None) -> ConnectStart:
+    async def start_connection(
+        self, *, user_id: str, imo_id: object, return_to: object = None
+    ) -> ConnectStart:
         """Check the user may connect for the IMO, store a single-use state, return the Meta dialog URL."""
         imo = _parse_uuid(imo_id, "imo_id")
         if return_to is not None and not isinstance(return_to, str):
@@ -178,7 +180,9 @@ class InstagramService:
             denied = params.get("error") == "access_denied" or params.get("error_reason") == "user_denied"
             reason = "user_denied" if denied else "meta_error"
             log.info("oauth.denied", extra={"reason": reason, "imo_id": state.get("imo_id")})
-            return ConnectResult(ok=False, reason=reason, return_to=state.get("return_to") or self._settings.return_url)
+            return ConnectResult(
+                ok=False, reason=reason, return_to=state.get("return_to") or self._settings.return_url
+            )
 
         state = await self._consume_state(nonce)
         if state["status"] != "ok":
@@ -202,17 +206,26 @@ class InstagramService:
             )
         log.info(
             "oauth.connected",
-            extra={"imo_id": imo_id, "user_id": user_id, "integration_ids": list(ids), "webhook_failures": len(failures)},
+            extra={
+                "imo_id": imo_id,
+                "user_id": user_id,
+                "integration_ids": list(ids),
+                "webhook_failures": len(failures),
+            },
         )
         return ConnectResult(ok=True, return_to=return_to, integration_ids=ids, webhook_failures=failures)
 
     async def _consume_state(self, nonce: str) -> dict[str, Any]:
         if not _NONCE_RE.match(nonce):
             return {"status": "unknown"}
-        result: dict[str, Any] = await self._db.rpc("instagram_oauth_state_consume", {"p_state_hash": hash_state(nonce)})
+        result: dict[str, Any] = await self._db.rpc(
+            "instagram_oauth_state_consume", {"p_state_hash": hash_state(nonce)}
+        )
         return result
 
-    async def _connect(self, *, code: str, user_id: str, imo_id: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    async def _connect(
+        self, *, code: str, user_id: str, imo_id: str
+    ) -> tuple[tuple[str, ...], tuple[str, ...]]:
         try:
             short = await self._graph.exchange_code(code=code, redirect_uri=self._settings.oauth_redirect_uri)
             long_lived = await self._graph.exchange_long_lived(short.token)
@@ -247,7 +260,9 @@ class InstagramService:
                 "ig_profile_picture_url": item.account.profile_picture_url,
                 "webhook_subscribed": error is None,
                 "webhook_error_code": None if error is None else error.code,
-                "webhook_error_message": None if error is None else f"Webhook subscription failed: {error.message}",
+                "webhook_error_message": None
+                if error is None
+                else f"Webhook subscription failed: {error.message}",
             }
             for item, error in zip(linked, subscriptions, strict=True)
         ]

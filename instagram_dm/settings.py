@@ -179,7 +179,9 @@ class Settings:
         if not key:
             return ["INSTAGRAM_TOKEN_ENCRYPTION_KEY is not set (at least 32 characters)"]
         if _is_placeholder(key):
-            return ["INSTAGRAM_TOKEN_ENCRYPTION_KEY is a placeholder; generate one with `openssl rand -base64 48`"]
+            return [
+                "INSTAGRAM_TOKEN_ENCRYPTION_KEY is a placeholder; generate one with `openssl rand -base64 48`"
+            ]
         if len(key) < MIN_KEY_LENGTH:
             return [f"INSTAGRAM_TOKEN_ENCRYPTION_KEY must be at least {MIN_KEY_LENGTH} characters"]
         return []

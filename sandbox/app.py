@@ -700,7 +700,12 @@ class FaultsAndLatency:
                 await asyncio.sleep(rule.delay())
                 break
         for fault in state.faults:
-            if fault.remaining != 0 and fault.method in {None, method} and fault.pattern.search(path):
+            if (
+                fault.remaining != 0
+                and fault.method in {None, method}
+                and fault.pattern.search(path)
+                and (fault.query is None or fault.query.search(scope["query_string"].decode("latin-1")))
+            ):
                 if fault.remaining > 0:
                     fault.remaining -= 1
                 fault.hits += 1

@@ -230,6 +230,7 @@ async def faults(request: Request) -> Response:
         timeout=bool(body.get("timeout", False)) or body.get("timeout_seconds") is not None,
         hang_seconds=float(body["timeout_seconds"]) if body.get("timeout_seconds") is not None else None,
         is_transient=body.get("is_transient") if isinstance(body.get("is_transient"), bool) else None,
+        query=_regex(body["query"]) if body.get("query") else None,
     )
     state.faults.append(fault)
     return JSONResponse(fault.public(), status_code=201)

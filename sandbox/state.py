@@ -222,11 +222,13 @@ class Fault:
     timeout: bool
     is_transient: bool | None
     hang_seconds: float | None = None
+    query: re.Pattern[str] | None = None
     hits: int = 0
 
     def public(self) -> dict[str, Any]:
         return {
             "path": self.pattern.pattern,
+            "query": None if self.query is None else self.query.pattern,
             "method": self.method,
             "remaining": self.remaining,
             "hits": self.hits,

@@ -10,7 +10,10 @@ import os
 
 # The developer's shell must not leak settings into the tests.
 for _name in list(os.environ):
-    if _name.startswith(("INSTAGRAM_", "META_", "SUPABASE_")) or _name in {"DATABASE_URL", "INSTAGRAM_DM_ENV"}:
+    if _name.startswith(("INSTAGRAM_", "META_", "SUPABASE_")) or _name in {
+        "DATABASE_URL",
+        "INSTAGRAM_DM_ENV",
+    }:
         del os.environ[_name]
 
 pytest_plugins = ["tests.fixtures.database", "tests.fixtures.sandbox", "tests.fixtures.api"]

@@ -1,12 +1,12 @@
 """What to do with a failed refresh, by Meta error class (never by message text)::
 
-    token invalid (190, 102), permission (10, 200-299)  -> reauth: discard, integration reauth_required
-    rate limited (4, 17, 32, 341, 613, 80006, 429)      -> retry no sooner than Meta's regain-access time
-    transient (1, 2, 5xx, timeouts, our DB hiccups)     -> retry with backoff capped before expiry, then discard
-                                                           (the integration stays connected: an outage is
-                                                           never a reason to ask for reauth)
-    anything else                                       -> retry with backoff, then discard with the
-                                                           integration in `error`
+token invalid (190, 102), permission (10, 200-299)  -> reauth: discard, integration reauth_required
+rate limited (4, 17, 32, 341, 613, 80006, 429)      -> retry no sooner than Meta's regain-access time
+transient (1, 2, 5xx, timeouts, DB hiccups)         -> retry, backoff capped before expiry, then discard
+                                                       (the integration stays connected: an outage is
+                                                       never a reason to ask for reauth)
+anything else                                       -> retry with backoff, then discard with the
+                                                       integration in `error`
 """
 
 from __future__ import annotations

@@ -65,7 +65,8 @@ class FacebookLoginRefresher:
         info = await self._graph.debug_token(exchanged.token)
         if not info.is_valid:
             raise MetaTokenInvalidError(
-                "Meta says the exchanged token is not valid", meta_code=info.error_code or 190,
+                "Meta says the exchanged token is not valid",
+                meta_code=info.error_code or 190,
                 meta_subcode=info.error_subcode,
             )
         now = self._clock()
@@ -89,7 +90,8 @@ class FacebookLoginRefresher:
             window=self._window,
         )
         if warning is not None:
-            log.warning("refresh.warning", extra=job.log_extra(warning=warning.code, deadline=warning.deadline))
+            extra = job.log_extra(warning=warning.code, deadline=warning.deadline)
+            log.warning("refresh.warning", extra=extra)
         return Completed(
             job.id,
             user_token=exchanged.token,

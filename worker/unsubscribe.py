@@ -20,7 +20,11 @@ MAX_ATTEMPTS = 8
 
 async def run_unsubscription(db: Database, graph: GraphClient, item: dict[str, Any]) -> str:
     """Unsubscribe one Page (or skip it when another live integration still uses it); return the outcome."""
-    extra = {"unsubscription_id": item["id"], "page_id": item["facebook_page_id"], "attempt": item["attempts"]}
+    extra = {
+        "unsubscription_id": item["id"],
+        "page_id": item["facebook_page_id"],
+        "attempt": item["attempts"],
+    }
     outcome, code, message = "done", None, None
     if item.get("still_in_use"):
         outcome = "skipped"
@@ -38,7 +42,8 @@ async def run_unsubscription(db: Database, graph: GraphClient, item: dict[str, A
         except Exception as exc:  # unknown: record it, do not retry forever
             retry = int(item["attempts"]) < MAX_ATTEMPTS
             outcome = "retry" if retry else "failed"
-            code, message = getattr(exc, "code", type(exc).__name__), getattr(exc, "message", type(exc).__name__)
+            code = getattr(exc, "code", type(exc).__name__)
+            message = getattr(exc, "message", type(exc).__name__)
     await db.rpc(
         "instagram_unsubscribe_finish",
         {"p_id": item["id"], "p_outcome": outcome, "p_error_code": code, "p_error_message": message},

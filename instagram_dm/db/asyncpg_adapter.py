@@ -116,7 +116,7 @@ class AsyncpgDatabase:
                 server_settings={"application_name": "instagram-dm", **settings},
                 timeout=timeout,
             )
-        except (OSError, asyncio.TimeoutError, asyncpg.PostgresError) as exc:
+        except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
             raise errors.DatabaseUnavailableError(
                 f"Cannot connect to the database ({type(exc).__name__})."
             ) from None
@@ -136,9 +136,11 @@ class AsyncpgDatabase:
                 return _plain(await stmt.fetchval(*params))
         except asyncpg.PostgresError as exc:
             raise translate_error(
-                getattr(exc, "sqlstate", None), getattr(exc, "message", str(exc)), getattr(exc, "detail", None)
+                getattr(exc, "sqlstate", None),
+                getattr(exc, "message", str(exc)),
+                getattr(exc, "detail", None),
             ) from None
-        except (OSError, asyncio.TimeoutError, asyncpg.InterfaceError) as exc:
+        except (TimeoutError, OSError, asyncpg.InterfaceError) as exc:
             raise errors.DatabaseUnavailableError(
                 f"The database connection failed ({type(exc).__name__})."
             ) from None
@@ -147,14 +149,18 @@ class AsyncpgDatabase:
         try:
             async with self._pool.acquire(timeout=5) as conn:
                 await conn.fetchval("select 1")
-        except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            raise errors.DatabaseUnavailableError(f"The database did not answer ({type(exc).__name__}).") from None
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise errors.DatabaseUnavailableError(
+                f"The database did not answer ({type(exc).__name__})."
+            ) from None
 
     async def listen(self, channel: str) -> _Listener:
         try:
             conn = await asyncpg.connect(self._dsn, timeout=10)
-        except (OSError, asyncio.TimeoutError, asyncpg.PostgresError) as exc:
-            raise errors.DatabaseUnavailableError(f"Cannot open a LISTEN connection ({type(exc).__name__}).") from None
+        except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+            raise errors.DatabaseUnavailableError(
+                f"Cannot open a LISTEN connection ({type(exc).__name__})."
+            ) from None
         listener = _Listener(conn, _check_ident(channel))
         await listener.start()
         return listener

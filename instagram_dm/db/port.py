@@ -11,10 +11,13 @@ RPC convention (see README "RPCs"): every function is called by name with named 
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Protocol
 
 from instagram_dm import errors
+
+_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 # SQLSTATEs our functions use for domain errors, and what they mean at the edges.
 _BY_SQLSTATE: dict[str, type[errors.InstagramDMError]] = {
@@ -27,6 +30,10 @@ _BY_SQLSTATE: dict[str, type[errors.InstagramDMError]] = {
     "23503": errors.ConflictError,  # foreign_key_violation
     "42883": errors.RPCNotFoundError,  # undefined_function
     "PGRST202": errors.RPCNotFoundError,  # PostgREST: function not in its schema cache
+    "PGRST000": errors.DatabaseUnavailableError,  # PostgREST: cannot connect to the database
+    "PGRST001": errors.DatabaseUnavailableError,  # PostgREST: internal connection error
+    "PGRST002": errors.DatabaseUnavailableError,  # PostgREST: schema cache not loaded yet
+    "PGRST003": errors.DatabaseUnavailableError,  # PostgREST: timed out waiting for a pool connection
     "39000": errors.EncryptionKeyMismatchError,  # pgcrypto: "Wrong key or corrupt data"
 }
 # Codes carried in the message of `raise exception '<code>'` that have a class of their own.
@@ -34,6 +41,16 @@ _BY_MESSAGE: dict[str, type[errors.InstagramDMError]] = {
     "invalid_state": errors.OAuthStateError,
     "encryption_key_mismatch": errors.EncryptionKeyMismatchError,
 }
+
+
+def check_identifier(name: str) -> str:
+    """Return `name` if it is a plain lower-case SQL identifier (an RPC or argument name), else BadRequestError.
+
+    Both adapters check names before any SQL or URL is built from them.
+    """
+    if not isinstance(name, str) or not _IDENTIFIER.fullmatch(name):
+        raise errors.BadRequestError(f"Not a valid function or argument name: {str(name)[:64]!r}.")
+    return name
 
 
 def translate_error(sqlstate: str | None, message: str, detail: str | None = None) -> errors.InstagramDMError:
@@ -45,7 +62,11 @@ def translate_error(sqlstate: str | None, message: str, detail: str | None = Non
     if cls is None:
         cls = _BY_SQLSTATE.get(sqlstate)
     if cls is None:
-        cls = errors.DatabaseUnavailableError if sqlstate.startswith(("08", "53", "57P")) else errors.DatabaseError
+        cls = (
+            errors.DatabaseUnavailableError
+            if sqlstate.startswith(("08", "53", "57P"))
+            else errors.DatabaseError
+        )
     if is_code:
         return cls(detail or code.replace("_", " ").capitalize() + ".", code=code)
     # A raw database message may quote data; keep it out of what people see.

@@ -2,36 +2,108 @@
 
 Calls ``POST /rest/v1/rpc/<name>`` with the named arguments as JSON; PostgREST runs them as
 ``service_role``. There is no LISTEN over REST: the worker polls with this transport.
+
+supabase-py builds the request (URL, ``apikey`` and ``Authorization`` headers, JSON body); this module
+sends it and reads the raw response itself, because supabase-py decodes both an empty ``204`` (a
+``void`` function) and a JSON ``[]`` to ``[]``, and the port promises ``None`` for the first and ``[]``
+for the second. Error bodies are turned into the same :class:`postgrest.APIError` supabase-py would
+raise, then into our tree:
+
+* a PostgREST error JSON ``{"code", "message", "details", "hint"}`` goes through
+  :func:`~instagram_dm.db.port.translate_error` (SQLSTATE or ``PGRST*`` code, our snake_case message);
+* a body that is not PostgREST's (an HTML page from the gateway, an empty body) is judged by the HTTP
+  status: 502/503/504 and Cloudflare's 52x are :class:`DatabaseUnavailableError`, 401 is a refused
+  service-role key, anything else :class:`DatabaseError`. The body is never shown;
+* a transport failure (connect error, timeout) is :class:`DatabaseUnavailableError`.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from datetime import datetime
-from typing import Any
+import math
+import uuid
+from collections.abc import Awaitable, Mapping
+from datetime import date, datetime, time
+from decimal import Decimal
+from typing import Any, cast
 
 import httpx
 from postgrest import APIError
-from supabase import AsyncClient, AsyncClientOptions, acreate_client
+from postgrest.exceptions import generate_default_error_message
 
 from instagram_dm import errors
-from instagram_dm.db.port import Notifications, translate_error
+from instagram_dm.db.port import Notifications, check_identifier, translate_error
+from supabase import AsyncClient, AsyncClientOptions, acreate_client
+
+_GATEWAY_DOWN = frozenset({502, 503, 504})
 
 
 def _jsonable(value: Any) -> Any:
-    if isinstance(value, datetime):
+    if isinstance(value, datetime | date | time):
         return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, Decimal):
+        return str(value)  # PostgREST casts a JSON string to numeric without losing digits
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("NaN and infinity are not JSON")
     if isinstance(value, Mapping):
         return {k: _jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_jsonable(v) for v in value]
-    return value
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
+
+
+def _params(args: Mapping[str, Any] | None) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for key, value in (args or {}).items():
+        try:
+            params[check_identifier(key)] = _jsonable(value)
+        except (TypeError, ValueError):
+            raise errors.BadRequestError(f"Argument {key} cannot be sent as JSON.") from None
+    return params
+
+
+def _api_error(response: httpx.Response) -> APIError:
+    """The error supabase-py would raise for this response: PostgREST's JSON, or one made from the status."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and body.get("code") is not None:
+        return APIError({key: body.get(key) for key in ("code", "message", "details", "hint")})
+    return APIError(generate_default_error_message(response))
 
 
 def _sqlstate_and_detail(exc: APIError) -> tuple[str | None, str, str | None]:
-    details = exc.details if isinstance(exc.details, str) else (json.dumps(exc.details) if exc.details else None)
-    return exc.code, exc.message or "", details
+    details = (
+        exc.details if isinstance(exc.details, str) else (json.dumps(exc.details) if exc.details else None)
+    )
+    message = exc.message if isinstance(exc.message, str) else ""
+    return (str(exc.code) if exc.code is not None else None), message, details
+
+
+def _translate(exc: APIError, status: int) -> errors.InstagramDMError:
+    code = str(exc.code or "")
+    if code and code != str(status):  # PostgREST's own code, or PostgREST named it in Proxy-Status
+        return translate_error(*_sqlstate_and_detail(exc))
+    # Not a PostgREST body: the gateway (Kong, a load balancer, Cloudflare) answered.
+    if status in _GATEWAY_DOWN or 520 <= status <= 530:
+        return errors.DatabaseUnavailableError(f"Supabase is unavailable (HTTP {status}).")
+    if status == 401:
+        return errors.DatabaseError("Supabase refused the service role key; check SUPABASE_SERVICE_ROLE_KEY.")
+    return errors.DatabaseError(f"Supabase answered HTTP {status} without a PostgREST error.")
+
+
+def _decode(response: httpx.Response) -> Any:
+    if response.status_code == 204 or not response.content:
+        return None  # a void function
+    try:
+        return response.json()
+    except ValueError:
+        raise errors.DatabaseError("Supabase answered with a body that is not JSON.") from None
 
 
 class SupabaseDatabase:
@@ -39,37 +111,47 @@ class SupabaseDatabase:
 
     supports_listen = False
 
-    def __init__(self, client: AsyncClient) -> None:
+    def __init__(self, client: AsyncClient, *, owned_http: httpx.AsyncClient | None = None) -> None:
         self._client = client
+        self._owned_http = owned_http
 
     @classmethod
     async def connect(
         cls, url: str, service_role_key: str, *, http: httpx.AsyncClient | None = None, timeout: float = 15.0
     ) -> SupabaseDatabase:
+        """Build the client; `http` (for tests: a MockTransport) stays the caller's to close.
+
+        Without `http` the adapter makes its own client with `timeout` and closes it in :meth:`close`.
+        """
+        owned = None if http is not None else httpx.AsyncClient(timeout=timeout)
         options = AsyncClientOptions(
-            postgrest_client_timeout=timeout,
-            auto_refresh_token=False,
-            persist_session=False,
-            httpx_client=http,
+            auto_refresh_token=False, persist_session=False, httpx_client=http or owned
         )
         try:
             client = await acreate_client(url, service_role_key, options=options)
         except Exception as exc:
+            if owned is not None:
+                await owned.aclose()
             raise errors.ConfigError(
                 f"Cannot build the Supabase client ({type(exc).__name__}); check SUPABASE_URL and the key."
             ) from None
-        return cls(client)
+        return cls(client, owned_http=owned)
 
     async def rpc(self, name: str, args: Mapping[str, Any] | None = None) -> Any:
-        params = {k: _jsonable(v) for k, v in (args or {}).items()}
+        params = _params(args)
+        # supabase-py builds the request (URL, apikey/Authorization headers, JSON body); sending it
+        # here keeps the raw response, so a void function (204) and a JSON [] stay different.
+        request = self._client.rpc(check_identifier(name), params).request
         try:
-            response = await self._client.rpc(name, params).execute()
-        except APIError as exc:
-            raise translate_error(*_sqlstate_and_detail(exc)) from None
+            # RequestConfig.send is overloaded on the session type; mypy picks the sync overload.
+            response = await cast("Awaitable[httpx.Response]", request.send(httpx.Headers()))
         except httpx.HTTPError as exc:
-            raise errors.DatabaseUnavailableError(f"Supabase did not answer ({type(exc).__name__}).") from None
-        data = response.data
-        return None if data == [] else data
+            raise errors.DatabaseUnavailableError(
+                f"Supabase did not answer ({type(exc).__name__})."
+            ) from None
+        if not response.is_success:
+            raise _translate(_api_error(response), response.status_code)
+        return _decode(response)
 
     async def ping(self) -> None:
         await self.rpc("instagram_health")
@@ -78,6 +160,5 @@ class SupabaseDatabase:
         raise NotImplementedError("LISTEN is not available over the Supabase REST transport; poll instead")
 
     async def close(self) -> None:
-        http = self._client.options.httpx_client
-        if http is not None:
-            await http.aclose()
+        if self._owned_http is not None:
+            await self._owned_http.aclose()

@@ -31,7 +31,9 @@ async def test_status_rpc_shows_safe_fields_to_members(browser: Browser, pg: asy
     """instagram_integration_status, called as a member, lists the IMO's integration without token fields."""
     integration_id = connected_id(browser)
     async with acting_as(pg, DEMO_MEMBER) as conn:
-        rows = json.loads(await conn.fetchval("select public.instagram_integration_status($1)::text", DEMO_IMO))
+        rows = json.loads(
+            await conn.fetchval("select public.instagram_integration_status($1)::text", DEMO_IMO)
+        )
     assert [r["id"] for r in rows] == [integration_id]
     assert rows[0]["status"] == "connected" and rows[0]["instagram_username"] == "alice.recruits"
     assert not TOKEN_FIELDS & set(rows[0])
@@ -42,7 +44,9 @@ async def test_status_rpc_returns_nothing_to_another_imo(browser: Browser, pg: a
     """Another IMO's admin asking for Demo Agency's status gets an empty list."""
     connected_id(browser)
     async with acting_as(pg, STARTER_ADMIN) as conn:
-        rows = json.loads(await conn.fetchval("select public.instagram_integration_status($1)::text", DEMO_IMO))
+        rows = json.loads(
+            await conn.fetchval("select public.instagram_integration_status($1)::text", DEMO_IMO)
+        )
     assert rows == []
 
 
@@ -69,7 +73,7 @@ async def test_api_roles_cannot_call_service_functions(
     """anon and authenticated get permission denied on service-only RPCs."""
     async with acting_as(pg, DEMO_ADMIN if role == "authenticated" else None, role=role) as conn:
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
-            await conn.fetchval(f"select public.{fn}{args}")  # noqa: S608
+            await conn.fetchval(f"select public.{fn}{args}")
 
 
 async def test_tokens_decrypt_with_the_key_and_fail_with_another(
@@ -77,7 +81,9 @@ async def test_tokens_decrypt_with_the_key_and_fail_with_another(
 ) -> None:
     """Stored tokens decrypt to the sandbox's tokens with our key; another key fails with a clear error."""
     integration_id = connected_id(browser)
-    tokens = await db.rpc("instagram_integration_tokens", {"p_integration_id": integration_id, "p_key": TOKEN_KEY})
+    tokens = await db.rpc(
+        "instagram_integration_tokens", {"p_integration_id": integration_id, "p_key": TOKEN_KEY}
+    )
     issued = {t["token"] for t in browser.sandbox.state(tokens=True)["tokens"]}
     assert tokens["user_token"] in issued and tokens["page_token"] in issued
     with pytest.raises(errors.EncryptionKeyMismatchError) as caught:
@@ -100,23 +106,33 @@ async def test_rotate_key_round_trip_is_resumable(
 ) -> None:
     """rotate-key re-encrypts every row in batches; stopping half-way and rerunning finishes the job."""
     ids = [*browser.connect(fb.BOB).query["integration_id"], connected_id(browser, fb.ALICE)]
-    before = {i: await db.rpc("instagram_integration_tokens", {"p_integration_id": i, "p_key": TOKEN_KEY}) for i in ids}
-    partial = await db.rpc("instagram_rotate_key_batch", {"p_old_key": TOKEN_KEY, "p_new_key": OTHER_KEY, "p_batch": 1})
+    before = {
+        i: await db.rpc("instagram_integration_tokens", {"p_integration_id": i, "p_key": TOKEN_KEY})
+        for i in ids
+    }
+    partial = await db.rpc(
+        "instagram_rotate_key_batch", {"p_old_key": TOKEN_KEY, "p_new_key": OTHER_KEY, "p_batch": 1}
+    )
     assert partial["rotated"] == 1 and partial["remaining"] == 2
 
     new_settings = Settings.from_environ(
-        {"DATABASE_URL": api_settings.database_url.reveal(), "INSTAGRAM_TOKEN_ENCRYPTION_KEY": OTHER_KEY}, env_file=None
+        {"DATABASE_URL": api_settings.database_url.reveal(), "INSTAGRAM_TOKEN_ENCRYPTION_KEY": OTHER_KEY},
+        env_file=None,
     )
     assert await rotate(new_settings, TOKEN_KEY, batch_size=1) == 0
     assert "remaining 0" in capsys.readouterr().out
     for integration_id in ids:
-        after = await db.rpc("instagram_integration_tokens", {"p_integration_id": integration_id, "p_key": OTHER_KEY})
+        after = await db.rpc(
+            "instagram_integration_tokens", {"p_integration_id": integration_id, "p_key": OTHER_KEY}
+        )
         assert (after["user_token"], after["page_token"]) == (
             before[integration_id]["user_token"],
             before[integration_id]["page_token"],
         )
         with pytest.raises(errors.EncryptionKeyMismatchError):
-            await db.rpc("instagram_integration_tokens", {"p_integration_id": integration_id, "p_key": TOKEN_KEY})
+            await db.rpc(
+                "instagram_integration_tokens", {"p_integration_id": integration_id, "p_key": TOKEN_KEY}
+            )
 
 
 async def test_admin_disconnect_wipes_tokens_and_queues_unsubscribe(
@@ -137,11 +153,15 @@ async def test_admin_disconnect_wipes_tokens_and_queues_unsubscribe(
         "token_key_fingerprint": None,
         "webhook_subscribed": False,
     }
-    queued = await pg.fetchrow("select facebook_page_id, state, page_access_token_encrypted from public.instagram_page_unsubscriptions")
+    queued = await pg.fetchrow(
+        "select facebook_page_id, state, page_access_token_encrypted from public.instagram_page_unsubscriptions"
+    )
     assert queued["state"] == "pending" and queued["page_access_token_encrypted"] is not None
 
 
-async def test_member_cannot_disconnect(browser: Browser, service: InstagramService, pg: asyncpg.Connection) -> None:
+async def test_member_cannot_disconnect(
+    browser: Browser, service: InstagramService, pg: asyncpg.Connection
+) -> None:
     """A plain member's disconnect is refused as not found and the integration stays connected."""
     integration_id = connected_id(browser)
     with pytest.raises(errors.NotFoundError):
@@ -149,14 +169,18 @@ async def test_member_cannot_disconnect(browser: Browser, service: InstagramServ
     assert await pg.fetchval("select status::text from public.instagram_integrations") == "connected"
 
 
-async def test_app_facing_disconnect_uses_the_callers_identity(browser: Browser, pg: asyncpg.Connection) -> None:
+async def test_app_facing_disconnect_uses_the_callers_identity(
+    browser: Browser, pg: asyncpg.Connection
+) -> None:
     """instagram_disconnect called with an admin's JWT claims disconnects; with another IMO's admin it fails."""
     integration_id = connected_id(browser)
     async with acting_as(pg, STARTER_ADMIN) as conn:
         with pytest.raises(asyncpg.exceptions.NoDataFoundError):
             await conn.fetchval("select public.instagram_disconnect($1)", integration_id)
     async with acting_as(pg, DEMO_ADMIN) as conn:
-        result = json.loads(await conn.fetchval("select public.instagram_disconnect($1)::text", integration_id))
+        result = json.loads(
+            await conn.fetchval("select public.instagram_disconnect($1)::text", integration_id)
+        )
         assert result["status"] == "disconnected"
 
 

@@ -20,7 +20,9 @@ INTEGRATIONS = "select count(*) from public.instagram_integrations"
 
 
 async def integration_rows(pg: asyncpg.Connection) -> list[asyncpg.Record]:
-    return await pg.fetch("select * from public.instagram_integrations order by instagram_business_account_id")
+    return await pg.fetch(
+        "select * from public.instagram_integrations order by instagram_business_account_id"
+    )
 
 
 async def test_one_linked_account_connects(browser: Browser, pg: asyncpg.Connection) -> None:
@@ -37,7 +39,11 @@ async def test_one_linked_account_connects(browser: Browser, pg: asyncpg.Connect
     assert row["instagram_username"] == "alice.recruits"
     assert row["webhook_subscribed"] is True
     assert row["token_expires_at"] is not None and row["data_access_expires_at"] is not None
-    assert set(row["granted_scopes"]) >= {"instagram_basic", "instagram_manage_messages", "pages_manage_metadata"}
+    assert set(row["granted_scopes"]) >= {
+        "instagram_basic",
+        "instagram_manage_messages",
+        "pages_manage_metadata",
+    }
     assert browser.sandbox.state()["subscriptions"][row["facebook_page_id"]]
 
 
@@ -129,10 +135,14 @@ async def test_replayed_callback_is_refused(browser: Browser, pg: asyncpg.Connec
     url = _callback_url(browser)
     first = browser.callback(url)
     assert first.query["instagram"] == ["connected"]
-    before = await pg.fetchrow("select updated_at, page_access_token_encrypted from public.instagram_integrations")
+    before = await pg.fetchrow(
+        "select updated_at, page_access_token_encrypted from public.instagram_integrations"
+    )
     second = browser.callback(url)
     assert second.query["reason"] == ["invalid_state"]
-    after = await pg.fetchrow("select updated_at, page_access_token_encrypted from public.instagram_integrations")
+    after = await pg.fetchrow(
+        "select updated_at, page_access_token_encrypted from public.instagram_integrations"
+    )
     assert before == after
 
 
@@ -154,7 +164,9 @@ async def test_reconnect_updates_in_place(browser: Browser, pg: asyncpg.Connecti
     before = await pg.fetchrow("select id, user_access_token_encrypted from public.instagram_integrations")
     await pg.execute("update public.instagram_integrations set status = 'reauth_required', failure_count = 3")
     second = browser.connect(fb.ALICE)
-    after = await pg.fetch("select id, status, failure_count, user_access_token_encrypted from public.instagram_integrations")
+    after = await pg.fetch(
+        "select id, status, failure_count, user_access_token_encrypted from public.instagram_integrations"
+    )
     assert first.query["integration_id"] == second.query["integration_id"]
     assert len(after) == 1 and after[0]["id"] == before["id"]
     assert after[0]["status"] == "connected" and after[0]["failure_count"] == 0
@@ -179,10 +191,14 @@ async def test_ciphertext_never_contains_token_bytes(browser: Browser, pg: async
 
 async def test_webhook_subscription_refusal_is_recorded(browser: Browser, pg: asyncpg.Connection) -> None:
     """When Meta refuses subscribed_apps (permission), the account connects but the failure is visible."""
-    browser.sandbox.fault(r"/subscribed_apps$", code=200, http_status=403, count=5, message="Permissions error")
+    browser.sandbox.fault(
+        r"/subscribed_apps$", code=200, http_status=403, count=5, message="Permissions error"
+    )
     result = browser.connect(fb.ALICE)
     assert result.query["instagram"] == ["connected"] and result.query["webhooks"] == ["failed"]
-    row = await pg.fetchrow("select webhook_subscribed, last_error_code, last_error_message from public.instagram_integrations")
+    row = await pg.fetchrow(
+        "select webhook_subscribed, last_error_code, last_error_message from public.instagram_integrations"
+    )
     assert row["webhook_subscribed"] is False
     assert row["last_error_code"] == "meta_permission"
     assert "Webhook subscription failed" in row["last_error_message"]
@@ -199,16 +215,22 @@ STEPS = {
 
 
 @pytest.mark.parametrize("step", sorted(STEPS))
-async def test_meta_5xx_at_each_step_writes_nothing(browser: Browser, pg: asyncpg.Connection, step: str) -> None:
+async def test_meta_5xx_at_each_step_writes_nothing(
+    browser: Browser, pg: asyncpg.Connection, step: str
+) -> None:
     """A Meta 5xx outage at any step ends in meta_unavailable with no integration row written."""
-    browser.sandbox.fault(**STEPS[step], http_status=500, code=2, count=50, message="Service temporarily unavailable")
+    browser.sandbox.fault(
+        **STEPS[step], http_status=500, code=2, count=50, message="Service temporarily unavailable"
+    )
     result = browser.connect(fb.BOB)
     assert result.query["reason"] == ["meta_unavailable"], result.location
     assert await pg.fetchval(INTEGRATIONS) == 0
 
 
 @pytest.mark.parametrize("step", ["code exchange", "me/accounts", "subscribed_apps"])
-async def test_meta_timeout_at_a_step_writes_nothing(browser: Browser, pg: asyncpg.Connection, step: str) -> None:
+async def test_meta_timeout_at_a_step_writes_nothing(
+    browser: Browser, pg: asyncpg.Connection, step: str
+) -> None:
     """A Meta call that hangs past the client timeout ends in meta_unavailable with nothing written."""
     browser.sandbox.fault(**STEPS[step], timeout=True, count=50)
     result = browser.connect(fb.ALICE)
@@ -224,11 +246,15 @@ async def test_one_transient_blip_is_retried_and_connects(browser: Browser, pg: 
     assert await pg.fetchval(INTEGRATIONS) == 1
 
 
-async def test_user_demoted_before_callback_is_not_connected(browser: Browser, pg: asyncpg.Connection) -> None:
+async def test_user_demoted_before_callback_is_not_connected(
+    browser: Browser, pg: asyncpg.Connection
+) -> None:
     """If the user stops being an admin between init and callback, nothing is stored (not_allowed)."""
     init = browser.init()
     url = browser.dialog(init.json()["url"], fb_user=fb.ALICE)
-    await pg.execute("update public.imo_members set role = 'member' where user_id = '00000000-0000-4000-8000-0000000000b1'")
+    await pg.execute(
+        "update public.imo_members set role = 'member' where user_id = '00000000-0000-4000-8000-0000000000b1'"
+    )
     result = browser.callback(url)
     assert result.query["reason"] == ["not_allowed"]
     assert await pg.fetchval(INTEGRATIONS) == 0

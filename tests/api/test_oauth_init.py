@@ -21,7 +21,9 @@ def post(client: TestClient, body: object, token: str | None = None) -> tuple[in
     return response.status_code, response.json()
 
 
-async def test_returns_meta_dialog_url_with_scopes_and_state(api_client: TestClient, pg: asyncpg.Connection) -> None:
+async def test_returns_meta_dialog_url_with_scopes_and_state(
+    api_client: TestClient, pg: asyncpg.Connection
+) -> None:
     """The URL is Meta's dialog with our app id, redirect URI, the four scopes and a fresh state."""
     status, body = post(api_client, {"imo_id": DEMO_IMO}, user_token())
     assert status == 200
@@ -40,7 +42,9 @@ async def test_returns_meta_dialog_url_with_scopes_and_state(api_client: TestCli
     assert len(query["state"][0]) >= 43
 
 
-async def test_state_is_stored_hashed_with_its_context(api_client: TestClient, pg: asyncpg.Connection) -> None:
+async def test_state_is_stored_hashed_with_its_context(
+    api_client: TestClient, pg: asyncpg.Connection
+) -> None:
     """The database keeps the SHA-256 of the state (never the nonce), the user, the IMO and a 10-minute expiry."""
     _, body = post(api_client, {"imo_id": DEMO_IMO, "return_to": "/messages?tab=ig"}, user_token())
     nonce = parse_qs(urlsplit(str(body["url"])).query)["state"][0]
@@ -87,7 +91,9 @@ async def test_missing_or_malformed_token_is_401(
     ],
     ids=["expired", "wrong-audience", "wrong-key"],
 )
-async def test_bad_tokens_are_401(api_client: TestClient, pg: asyncpg.Connection, token: str, code: str) -> None:
+async def test_bad_tokens_are_401(
+    api_client: TestClient, pg: asyncpg.Connection, token: str, code: str
+) -> None:
     """Expired, wrong-audience and wrongly signed tokens are refused with 401."""
     status, body = post(api_client, {"imo_id": DEMO_IMO}, token)
     assert status == 401
@@ -96,8 +102,11 @@ async def test_bad_tokens_are_401(api_client: TestClient, pg: asyncpg.Connection
 
 async def test_service_role_key_is_not_a_user(api_client: TestClient, pg: asyncpg.Connection) -> None:
     """A service-role style token (no aud, no sub) cannot start a connection."""
-    token = jwt.encode({"role": "service_role", "iss": "supabase-demo", "exp": int(time.time()) + 60},
-                       "test-jwt-secret-with-at-least-32-characters!!", algorithm="HS256")
+    token = jwt.encode(
+        {"role": "service_role", "iss": "supabase-demo", "exp": int(time.time()) + 60},
+        "test-jwt-secret-with-at-least-32-characters!!",
+        algorithm="HS256",
+    )
     status, _ = post(api_client, {"imo_id": DEMO_IMO}, token)
     assert status == 401
 
@@ -136,7 +145,9 @@ async def test_forbidden_callers_get_403(
         42,
     ],
 )
-async def test_foreign_return_to_is_400(api_client: TestClient, pg: asyncpg.Connection, return_to: object) -> None:
+async def test_foreign_return_to_is_400(
+    api_client: TestClient, pg: asyncpg.Connection, return_to: object
+) -> None:
     """A return_to off the app's origin is refused (no open redirect) and no state is stored."""
     status, body = post(api_client, {"imo_id": DEMO_IMO, "return_to": return_to}, user_token())
     assert status == 400
@@ -162,10 +173,14 @@ async def test_return_to_lands_after_connect(browser: Browser, pg: asyncpg.Conne
         (b'{"imo_id": 7}', "invalid_imo_id"),
     ],
 )
-async def test_bad_bodies_are_400(api_client: TestClient, pg: asyncpg.Connection, raw: bytes, code: str) -> None:
+async def test_bad_bodies_are_400(
+    api_client: TestClient, pg: asyncpg.Connection, raw: bytes, code: str
+) -> None:
     """Malformed bodies get 400 with a code naming the problem."""
     response = api_client.post(
-        INIT, content=raw, headers={"Authorization": f"Bearer {user_token()}", "Content-Type": "application/json"}
+        INIT,
+        content=raw,
+        headers={"Authorization": f"Bearer {user_token()}", "Content-Type": "application/json"},
     )
     assert response.status_code == 400
     assert response.json()["error"]["code"] == code
@@ -179,11 +194,21 @@ async def test_errors_never_echo_the_token(api_client: TestClient, pg: asyncpg.C
     assert set(response.json()["error"]) == {"code", "message"}
 
 
-async def test_cors_preflight_allows_the_app_origin_only(api_client: TestClient, pg: asyncpg.Connection) -> None:
+async def test_cors_preflight_allows_the_app_origin_only(
+    api_client: TestClient, pg: asyncpg.Connection
+) -> None:
     """The browser app's origin may call init cross-origin; another origin may not."""
-    ok = api_client.options(INIT, headers={"Origin": "http://app.test", "Access-Control-Request-Method": "POST",
-                                           "Access-Control-Request-Headers": "authorization,content-type"})
-    bad = api_client.options(INIT, headers={"Origin": "https://evil.test", "Access-Control-Request-Method": "POST"})
+    ok = api_client.options(
+        INIT,
+        headers={
+            "Origin": "http://app.test",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization,content-type",
+        },
+    )
+    bad = api_client.options(
+        INIT, headers={"Origin": "https://evil.test", "Access-Control-Request-Method": "POST"}
+    )
     assert ok.status_code == 200 and ok.headers["access-control-allow-origin"] == "http://app.test"
     assert "access-control-allow-origin" not in bad.headers
     assert RETURN_URL.startswith("http://app.test")

@@ -36,7 +36,8 @@ async def tenant_rows(conn: asyncpg.Connection, imo_id: str) -> dict[str, str]:
     """One row in each IMO-scoped table; returns their ids by table."""
     integration_id = await integration(conn, imo_id)
     lead_id = await conn.fetchval(
-        "insert into public.recruiting_leads (imo_id, first_name) values ($1, 'Lee') returning id::text", imo_id
+        "insert into public.recruiting_leads (imo_id, first_name) values ($1, 'Lee') returning id::text",
+        imo_id,
     )
     conversation_id = await conn.fetchval(
         """insert into public.instagram_conversations (integration_id, imo_id, participant_igsid, recruiting_lead_id)

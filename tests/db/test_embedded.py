@@ -26,7 +26,9 @@ def free_port() -> int:
 
 def run_db(cmd: str, data_dir: Path, port: int) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "INSTAGRAM_DM_DB_DIR": str(data_dir), "INSTAGRAM_DM_DB_PORT": str(port)}
-    return subprocess.run([str(DB_SH), cmd], env=env, capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        [str(DB_SH), cmd], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
 
 
 @pytest.fixture
@@ -48,10 +50,16 @@ def test_fresh_cluster_migrates_from_empty_and_twice_is_a_no_op(scratch_dir: Pat
         url = f"postgresql://postgres:postgres@127.0.0.1:{port}/postgres?sslmode=disable"
         listing = subprocess.run(
             [str(SUPABASE), "migration", "list", "--db-url", url],
-            capture_output=True, text=True, timeout=60, check=True, cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+            cwd=ROOT,
         ).stdout
         for version in MIGRATIONS:
-            assert listing.count(version) >= 2, f"{version} not applied:\n{listing}"  # local and remote columns
+            assert listing.count(version) >= 2, (
+                f"{version} not applied:\n{listing}"
+            )  # local and remote columns
         second = run_db("up", scratch_dir, port)
         assert second.returncode == 0, second.stderr
         log = (scratch_dir / "migrate.log").read_text()

@@ -23,7 +23,16 @@ TABLES = [
 ENUMS = {
     "instagram_connection_status": ["pending", "connected", "reauth_required", "disconnected", "error"],
     "instagram_message_type": [
-        "text", "image", "video", "audio", "file", "share", "story_mention", "story_reply", "reaction", "unsupported",
+        "text",
+        "image",
+        "video",
+        "audio",
+        "file",
+        "share",
+        "story_mention",
+        "story_reply",
+        "reaction",
+        "unsupported",
     ],
     "instagram_message_direction": ["inbound", "outbound"],
     "instagram_message_status": ["queued", "sending", "sent", "delivered", "read", "failed"],
@@ -146,7 +155,10 @@ async def test_lead_source_accepts_instagram_and_links_conversation(pg: asyncpg.
         rows["recruiting_leads"],
         rows["instagram_conversations"],
     )
-    assert dict(lead) == {"lead_source": "instagram", "instagram_conversation_id": rows["instagram_conversations"]}
+    assert dict(lead) == {
+        "lead_source": "instagram",
+        "instagram_conversation_id": rows["instagram_conversations"],
+    }
     with pytest.raises(asyncpg.CheckViolationError):
         await pg.execute("update public.recruiting_leads set lead_source = 'carrier pigeon'")
 
@@ -155,7 +167,8 @@ async def test_usage_month_must_be_first_of_month(pg: asyncpg.Connection) -> Non
     """instagram_usage rows are keyed by the first day of a month only."""
     with pytest.raises(asyncpg.CheckViolationError):
         await pg.execute(
-            "insert into public.instagram_usage (imo_id, month) values ('00000000-0000-4000-8000-0000000000a1', '2026-11-15')"
+            "insert into public.instagram_usage (imo_id, month)"
+            " values ('00000000-0000-4000-8000-0000000000a1', '2026-11-15')"
         )
 
 

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# `make run`: the embedded database is up (make db); start the Meta sandbox, the API and the worker
+# with development settings, print the URL to open, and stop them all on Ctrl-C.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+ENV_FILE=.local/dev.env
+BIN=.venv/bin
+
+if [ ! -f "$ENV_FILE" ]; then
+  mkdir -p .local
+  key=$("$BIN/python" -c 'import secrets; print(secrets.token_urlsafe(48))')
+  cat > "$ENV_FILE" <<ENV
+# Written by make run; development only. Delete it to regenerate.
+INSTAGRAM_DM_ENV=development
+INSTAGRAM_APP_ID=sandbox-app-id
+INSTAGRAM_APP_SECRET=sandbox-app-secret
+INSTAGRAM_TOKEN_ENCRYPTION_KEY=$key
+INSTAGRAM_OAUTH_REDIRECT_URI=http://127.0.0.1:54330/functions/v1/instagram-oauth-callback
+INSTAGRAM_RETURN_URL=http://127.0.0.1:54330/dev/status
+INSTAGRAM_WEBHOOK_VERIFY_TOKEN=dev-verify-token
+META_GRAPH_BASE_URL=http://127.0.0.1:54331
+META_OAUTH_DIALOG_BASE_URL=http://127.0.0.1:54331
+DATABASE_URL=postgresql://postgres:postgres@127.0.0.1:54322/postgres
+SUPABASE_JWT_SECRET=super-secret-jwt-token-with-at-least-32-characters-long
+LOG_LEVEL=INFO
+ENV
+fi
+set -a; . "$ENV_FILE"; set +a
+
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT INT TERM
+
+wait_for() {
+  for _ in $(seq 1 100); do
+    if "$BIN/python" -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)" "$1" 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "run: $2 did not come up at $1 (see .local/$2.log)" >&2; exit 1
+}
+
+"$BIN/instagram-dm" --env-file "$ENV_FILE" sandbox --port 54331 > .local/sandbox.log 2>&1 & pids+=($!)
+wait_for http://127.0.0.1:54331/_sandbox/state sandbox
+"$BIN/instagram-dm" --env-file "$ENV_FILE" api --port 54330 > .local/api.log 2>&1 & pids+=($!)
+wait_for http://127.0.0.1:54330/readyz api
+"$BIN/instagram-dm" --env-file "$ENV_FILE" worker > .local/worker.log 2>&1 & pids+=($!)
+
+"$BIN/instagram-dm" --env-file "$ENV_FILE" doctor || true
+cat <<MSG
+
+  instagram-dm is running (logs in .local/*.log):
+    sandbox (Meta stand-in)  http://127.0.0.1:54331
+    API                      http://127.0.0.1:54330
+    worker                   pid ${pids[2]}
+
+  Open http://127.0.0.1:54330/dev and press "Connect Instagram".
+  Then try: .venv/bin/instagram-dm --env-file $ENV_FILE refresh-now --all-due
+
+  Ctrl-C stops everything (the database keeps running; scripts/db.sh stop).
+MSG
+wait -n "${pids[@]}"

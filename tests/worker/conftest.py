@@ -1,0 +1,159 @@
+"""Fixtures for the worker tests: connected integrations backed by sandbox users, a Graph client on
+the sandbox, and a helper that runs a worker until a condition holds.
+
+Needs the sandbox fixtures (`-p tests.fixtures.sandbox`, or `tests.fixtures.sandbox` in pytest_plugins).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from instagram_dm.db.asyncpg_adapter import AsyncpgDatabase
+from instagram_dm.graph import GraphClient, RetryPolicy
+from tests.fixtures.database import DEMO_ADMIN, DEMO_IMO
+from worker.backoff import Backoff
+from worker.refresh import FacebookLoginRefresher
+from worker.runner import Worker, WorkerOptions
+
+KEY = "worker-test-key-0123456789-abcdefghijklmnop"
+DAY = 86_400
+
+
+@dataclass(frozen=True)
+class Connected:
+    """One connected integration and the sandbox user behind it."""
+
+    id: str
+    user_id: str
+    page_id: str
+    user_token: str
+    page_token: str
+
+
+async def create_integrations(
+    pg: asyncpg.Connection,
+    sandbox: Any,
+    n: int,
+    *,
+    expires_in: int = 3 * DAY,
+    key: str = KEY,
+    webhook_subscribed: bool = False,
+) -> list[Connected]:
+    """`n` sandbox users with one Page each, their long-lived and Page tokens, stored as connected
+    integrations of the demo IMO (one bulk insert; tokens encrypted by the migration's helpers)."""
+    users = sandbox.create_users([{"page_count": 1} for _ in range(n)])
+    longs = sandbox.control(
+        "POST", "tokens", [{"user_id": u["id"], "kind": "long", "expires_in": expires_in} for u in users]
+    )["tokens"]
+    pages = sandbox.control(
+        "POST",
+        "tokens",
+        [{"user_id": u["id"], "kind": "page", "page_id": u["pages"][0]["id"]} for u in users],
+    )["tokens"]
+    rows = await pg.fetch(
+        """insert into public.instagram_integrations as i (
+             imo_id, connected_by, facebook_page_id, instagram_business_account_id, instagram_username,
+             user_access_token_encrypted, page_access_token_encrypted, token_key_fingerprint,
+             token_expires_at, data_access_expires_at, status, webhook_subscribed)
+           select $1, $2, t.page_id, t.ig_id, 'ig.' || t.page_id,
+                  instagram_private.encrypt_token(t.user_token, $3),
+                  instagram_private.encrypt_token(t.page_token, $3),
+                  instagram_private.key_fingerprint($3), now() + make_interval(secs => $4),
+                  now() + interval '80 days', 'connected', $9
+           from unnest($5::text[], $6::text[], $7::text[], $8::text[]) as t(page_id, ig_id, user_token, page_token)
+           returning i.id, i.facebook_page_id""",
+        DEMO_IMO,
+        DEMO_ADMIN,
+        key,
+        expires_in,
+        [u["pages"][0]["id"] for u in users],
+        [u["pages"][0]["instagram_id"] for u in users],
+        [t[0] for t in longs],
+        [t[0] for t in pages],
+        webhook_subscribed,
+    )
+    by_page = {r["facebook_page_id"]: str(r["id"]) for r in rows}
+    return [
+        Connected(by_page[u["pages"][0]["id"]], u["id"], u["pages"][0]["id"], lt[0], pt[0])
+        for u, lt, pt in zip(users, longs, pages, strict=True)
+    ]
+
+
+@pytest.fixture
+async def graph(sandbox: Any) -> AsyncIterator[GraphClient]:
+    """A GraphClient on the sandbox with quick in-call retries (3 tries, milliseconds apart)."""
+    async with httpx.AsyncClient(timeout=5.0) as http:
+        yield GraphClient(
+            http,
+            app_id=sandbox.app_id,
+            app_secret=sandbox.app_secret,
+            version=sandbox.version,
+            graph_base_url=sandbox.url,
+            dialog_base_url=sandbox.url,
+            retry=RetryPolicy(attempts=3, base_delay=0.001, max_delay=0.002),
+        )
+
+
+FAST = WorkerOptions(
+    concurrency=10,
+    poll_interval=0.05,
+    lease_seconds=30,
+    grace_period=2.0,
+    backoff=Backoff(base=0.01, cap=0.05, margin=0.0),
+)
+
+
+def make_worker(db: AsyncpgDatabase, graph: GraphClient, *, key: str = KEY, **options: Any) -> Worker:
+    """A worker with test-speed options (`options` override FAST's fields)."""
+    opts = WorkerOptions(**{**FAST.__dict__, "worker_id": f"test-{time.monotonic_ns()}", **options})
+    refresher = FacebookLoginRefresher(db, graph, key=key)
+    return Worker(db, refresher, key=key, graph=graph, options=opts)
+
+
+async def run_until(
+    workers: list[Worker], done: Callable[[], Awaitable[bool]], *, timeout: float = 15.0
+) -> list[int]:
+    """Run `workers` until `done()` holds, then stop them; return their exit codes."""
+    tasks = [asyncio.create_task(w.run()) for w in workers]
+    try:
+        deadline = time.monotonic() + timeout
+        while not await done():
+            if time.monotonic() > deadline:
+                raise AssertionError("the condition did not hold in time")
+            if all(t.done() for t in tasks):
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        for w in workers:
+            w.request_stop()
+    return list(await asyncio.gather(*tasks))
+
+
+async def job_states(pg: asyncpg.Connection) -> dict[str, int]:
+    rows = await pg.fetch("select state, count(*) as n from public.instagram_refresh_jobs group by state")
+    return {r["state"]: r["n"] for r in rows}
+
+
+def all_finished(pg: asyncpg.Connection, n: int) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        states = await job_states(pg)
+        return states.get("completed", 0) + states.get("discarded", 0) >= n
+
+    return check
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def days(n: float) -> timedelta:
+    return timedelta(days=n)
