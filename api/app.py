@@ -21,7 +21,7 @@ from starlette.routing import Route
 from api import dev, routes
 from api import errors as api_errors
 from api.timing import ServerTimingMiddleware
-from instagram_dm import errors
+from instagram_dm import errors, logs
 from instagram_dm.auth import JWTVerifier
 from instagram_dm.bootstrap import open_database
 from instagram_dm.db.port import Database
@@ -51,6 +51,7 @@ def create_app(
 ) -> Starlette:
     """Build the app; settings are validated here, so a bad config fails before the port is bound."""
     settings.require(*SETTINGS_GROUPS)
+    logs.install_redaction()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[State]:

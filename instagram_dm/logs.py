@@ -31,6 +31,7 @@ SECRET_PARAMS = (
     "refresh_token",
     "password",
     "apikey",
+    "state",
 )
 _PARAM_RE = re.compile(r"(?i)\b(" + "|".join(SECRET_PARAMS) + r")=([^&\s\"']+)")
 _BEARER_RE = re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]+")
@@ -45,14 +46,35 @@ def redact(text: str) -> str:
     return _DSN_PASSWORD_RE.sub(lambda m: f"{m.group(1)}:{MASK}@", text)
 
 
+def _redact_message(record: logging.LogRecord) -> None:
+    # Render first: arguments may be objects (httpx logs its URL object) whose str() holds a token.
+    try:
+        message = record.getMessage()
+    except (TypeError, ValueError):
+        message = str(record.msg)
+    record.msg, record.args = redact(message), ()
+
+
+def install_redaction() -> None:
+    """Mask secrets in every log record as it is created, whoever handles it (libraries' URLs too)."""
+    previous = logging.getLogRecordFactory()
+    if getattr(previous, "_instagram_dm", False):
+        return
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        _redact_message(record)
+        return record
+
+    factory._instagram_dm = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)
+
+
 class RedactingFilter(logging.Filter):
     """Masks secrets in the message, its arguments and string extras of every record."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = redact(str(record.msg))
-        if record.args:
-            args = record.args if isinstance(record.args, tuple) else (record.args,)
-            record.args = tuple(redact(a) if isinstance(a, str) else a for a in args)
+        _redact_message(record)
         for key, value in list(vars(record).items()):
             if key not in _STANDARD_ATTRS and isinstance(value, str):
                 setattr(record, key, redact(value))
@@ -80,6 +102,7 @@ class JsonFormatter(logging.Formatter):
 
 def configure(level: str = "INFO") -> None:
     """Send JSON lines to stderr with redaction; idempotent."""
+    install_redaction()
     root = logging.getLogger()
     if any(getattr(h, "_instagram_dm", False) for h in root.handlers):
         root.setLevel(level)

@@ -139,7 +139,7 @@ def cli_key() -> SigningKey:
 class JWKSServer:
     """The auth server's JWKS endpoint behind httpx.MockTransport; counts requests, can fail."""
 
-    keys: list[dict[str, Any]]
+    keys: list[Any]
     requests: int = 0
     failure: Callable[[httpx.Request], httpx.Response] | None = None
     seen_urls: list[str] = field(default_factory=list)

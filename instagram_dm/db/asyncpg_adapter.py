@@ -14,38 +14,63 @@ import json
 import re
 import uuid
 from collections.abc import AsyncIterator, Mapping
-from datetime import datetime
+from datetime import date, datetime, time
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
 
 from instagram_dm import errors
-from instagram_dm.db.port import translate_error
+from instagram_dm.db.port import check_identifier, translate_error
 
-_IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_check_ident = check_identifier
+_ARGUMENT_POSITION = re.compile(r"query argument \$(\d+)")
 
 
-def _check_ident(name: str) -> str:
-    if not _IDENT.match(name):
-        raise errors.BadRequestError(f"not a valid function or argument name: {name!r}")
-    return name
+def _json_default(value: object) -> Any:
+    """Encode what the supabase adapter also sends inside jsonb: ISO dates, UUID and Decimal strings."""
+    if isinstance(value, datetime | date | time):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID | Decimal):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
+
+
+def _json_encode(value: Any) -> str:
+    return json.dumps(value, default=_json_default, allow_nan=False)
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
     for typ in ("json", "jsonb"):
-        await conn.set_type_codec(typ, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+        await conn.set_type_codec(typ, encoder=_json_encode, decoder=json.loads, schema="pg_catalog")
 
 
 def _coerce(value: Any, type_name: str) -> Any:
     if value is None:
         return None
-    if type_name in {"timestamptz", "timestamp", "date"} and isinstance(value, str):
+    if type_name in {"timestamptz", "timestamp"} and isinstance(value, str):
         return datetime.fromisoformat(value)
+    if type_name == "date" and isinstance(value, str):
+        return date.fromisoformat(value)
     if type_name == "uuid" and isinstance(value, uuid.UUID):
         return value
     if type_name in {"text", "varchar"} and not isinstance(value, str):
         return str(value)
     return value
+
+
+def _coerce_argument(name: str, value: Any, type_name: str) -> Any:
+    try:
+        return _coerce(value, type_name)
+    except ValueError:
+        raise errors.BadRequestError(f"Argument {name} is not a valid {type_name}.") from None
+
+
+def _bad_argument(names: list[str], asyncpg_message: str) -> errors.BadRequestError:
+    match = _ARGUMENT_POSITION.search(asyncpg_message)
+    position = int(match.group(1)) if match else 0
+    which = names[position - 1] if 0 < position <= len(names) else "an argument"
+    return errors.BadRequestError(f"Argument {which} has the wrong type for the function.")
 
 
 def _plain(value: Any) -> Any:
@@ -60,6 +85,7 @@ class _Listener:
         self._conn = conn
         self._channel = channel
         self._queue: asyncio.Queue[str | None] = asyncio.Queue()
+        self._closed = False
 
     def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
         self._queue.put_nowait(str(payload))
@@ -75,10 +101,14 @@ class _Listener:
         while True:
             payload = await self._queue.get()
             if payload is None:
+                if self._closed:  # close() was called: end the iteration quietly
+                    return
                 raise errors.DatabaseUnavailableError("The LISTEN connection was lost.")
             yield payload
 
     async def close(self) -> None:
+        self._closed = True
+        self._queue.put_nowait(None)
         if not self._conn.is_closed():
             try:
                 await self._conn.remove_listener(self._channel, self._on_notify)
@@ -126,19 +156,22 @@ class AsyncpgDatabase:
         args = dict(args or {})
         placeholders = ", ".join(f"{_check_ident(k)} => ${i}" for i, k in enumerate(args, start=1))
         sql = f"select public.{_check_ident(name)}({placeholders})"
+        names = list(args)
         try:
             async with self._pool.acquire() as conn:
                 stmt = await conn.prepare(sql)
                 params = [
-                    _coerce(value, typ.name)
-                    for value, typ in zip(args.values(), stmt.get_parameters(), strict=True)
+                    _coerce_argument(key, value, typ.name)
+                    for key, value, typ in zip(names, args.values(), stmt.get_parameters(), strict=True)
                 ]
                 return _plain(await stmt.fetchval(*params))
         except asyncpg.PostgresError as exc:
+            message = getattr(exc, "message", None)
+            if message is None and getattr(exc, "sqlstate", None) == "22000":
+                # asyncpg could not encode an argument; its text quotes the value (maybe a token).
+                raise _bad_argument(names, str(exc)) from None
             raise translate_error(
-                getattr(exc, "sqlstate", None),
-                getattr(exc, "message", str(exc)),
-                getattr(exc, "detail", None),
+                getattr(exc, "sqlstate", None), message or "", getattr(exc, "detail", None)
             ) from None
         except (TimeoutError, OSError, asyncpg.InterfaceError) as exc:
             raise errors.DatabaseUnavailableError(
@@ -155,14 +188,19 @@ class AsyncpgDatabase:
             ) from None
 
     async def listen(self, channel: str) -> _Listener:
+        _check_ident(channel)
         try:
             conn = await asyncpg.connect(self._dsn, timeout=10)
         except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
             raise errors.DatabaseUnavailableError(
                 f"Cannot open a LISTEN connection ({type(exc).__name__})."
             ) from None
-        listener = _Listener(conn, _check_ident(channel))
-        await listener.start()
+        listener = _Listener(conn, channel)
+        try:
+            await listener.start()
+        except BaseException:
+            await conn.close()
+            raise
         return listener
 
     async def close(self) -> None:

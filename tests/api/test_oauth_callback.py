@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from instagram_dm.service import InstagramService
 from sandbox import fixtures as fb
-from tests.fixtures.api import CALLBACK, RETURN_URL, Browser
+from tests.fixtures.api import CALLBACK, RETURN_URL, TOKEN_KEY, Browser
 from tests.fixtures.database import DEMO_IMO
 
 INTEGRATIONS = "select count(*) from public.instagram_integrations"
@@ -274,3 +274,22 @@ def test_arbitrary_query_strings_never_5xx(browser: Browser, params: list[tuple[
     """Whatever query string arrives at the callback, the answer is a 302 or a 400, never a 5xx."""
     response = browser.client.get(CALLBACK, params=params, follow_redirects=False)
     assert response.status_code in {302, 400}
+
+
+async def test_logs_never_contain_tokens_codes_or_state(
+    browser: Browser, pg: asyncpg.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A full connect flow, failures included, logs no token, code, state nonce, key or app secret."""
+    caplog.set_level("DEBUG")
+    init = browser.init()
+    callback_url = browser.dialog(init.json()["url"], fb_user=fb.BOB)
+    browser.sandbox.fault(r"/subscribed_apps$", code=200, http_status=403, count=1)
+    assert browser.callback(callback_url).query["instagram"] == ["connected"]
+    assert browser.callback(callback_url).query["reason"] == ["invalid_state"]  # replay, logged too
+    query = parse_qs(urlsplit(callback_url).query)
+    secrets_seen = [t["token"] for t in browser.sandbox.state(tokens=True)["tokens"]]
+    secrets_seen += [query["code"][0], query["state"][0], "sandbox-app-secret", TOKEN_KEY]
+    logged = caplog.text + "".join(str(r.__dict__) for r in caplog.records)
+    assert caplog.records, "expected the flow to log"
+    for secret in secrets_seen:
+        assert secret not in logged

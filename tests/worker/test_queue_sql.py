@@ -182,7 +182,8 @@ async def test_claim_takes_at_most_the_limit_and_sets_a_lease(
     assert len(jobs) == 3
     assert {j["attempt"] for j in jobs} == {1}
     rows = await pg.fetch(
-        "select lease_owner, lease_expires_at - now() as lease from public.instagram_refresh_jobs where state = 'running'"
+        "select lease_owner, lease_expires_at - now() as lease"
+        " from public.instagram_refresh_jobs where state = 'running'"
     )
     assert len(rows) == 3
     assert {r["lease_owner"] for r in rows} == {"w1"}

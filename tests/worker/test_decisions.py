@@ -1,0 +1,148 @@
+"""Failure -> fate, by Meta error class; and the early warnings after a refresh."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from instagram_dm import errors
+from instagram_dm.graph import (
+    MetaInvalidRequestError,
+    MetaOtherError,
+    MetaPermissionError,
+    MetaRateLimitedError,
+    MetaTokenInvalidError,
+    MetaTransientError,
+)
+from worker import health
+from worker.backoff import Backoff
+from worker.decisions import decide, describe
+from worker.jobs import RefreshJob
+
+NOW = datetime(2026, 11, 26, 3, 15, tzinfo=UTC)
+BACKOFF = Backoff(base=30, cap=3600, margin=600, jitter=False)
+
+
+def job(
+    attempt: int = 1, max_attempts: int = 10, expires_in: timedelta | None = timedelta(days=3)
+) -> RefreshJob:
+    return RefreshJob(
+        id=7,
+        integration_id="i",
+        imo_id="m",
+        attempt=attempt,
+        max_attempts=max_attempts,
+        token_expires_at=NOW + expires_in if expires_in is not None else None,
+        data_access_expires_at=None,
+    )
+
+
+def fate(exc: BaseException, **kw: object) -> tuple[str, datetime | None]:
+    failed = decide(describe(exc), job(**kw), now=NOW, backoff=BACKOFF)  # type: ignore[arg-type]
+    return failed.action, failed.run_at
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        MetaTokenInvalidError("expired", meta_code=190, meta_subcode=463),
+        MetaTokenInvalidError("invalid", meta_code=102),
+        MetaPermissionError("perm", meta_code=10),
+        MetaPermissionError("perm", meta_code=200),
+    ],
+)
+def test_token_and_permission_errors_ask_for_reauth_on_the_first_attempt(exc: Exception) -> None:
+    """190/102 and 10/200-299 discard at once and mark the integration reauth_required."""
+    assert fate(exc) == ("reauth", None)
+
+
+def test_error_code_carries_meta_code_and_subcode() -> None:
+    """The stored error code is meta_<code>_<subcode>."""
+    assert describe(MetaTokenInvalidError("x", meta_code=190, meta_subcode=460)).code == "meta_190_460"
+
+
+def test_rate_limit_retries_no_sooner_than_metas_regain_time() -> None:
+    """A rate limit with a 45-minute regain time retries at now + 45 minutes, not at the backoff's 30 s."""
+    action, run_at = fate(MetaRateLimitedError("slow down", meta_code=4, retry_after=45 * 60))
+    assert action == "retry"
+    assert run_at == NOW + timedelta(minutes=45)
+
+
+def test_rate_limit_without_a_regain_time_waits_a_default() -> None:
+    """Without usage headers the retry waits the default 15 minutes."""
+    assert fate(MetaRateLimitedError("slow", meta_code=613))[1] == NOW + timedelta(minutes=15)
+
+
+def test_transient_retries_with_backoff() -> None:
+    """A 5xx on attempt 2 retries after 60 s (base 30 doubled)."""
+    assert fate(MetaTransientError("down", http_status=503), attempt=2) == (
+        "retry",
+        NOW + timedelta(seconds=60),
+    )
+
+
+def test_transient_on_the_last_attempt_discards_but_never_asks_for_reauth() -> None:
+    """An outage that outlasts every attempt discards the job and leaves the integration connected."""
+    assert fate(MetaTransientError("down", http_status=503), attempt=10) == ("discard", None)
+
+
+def test_unknown_errors_retry_then_mark_the_integration_error() -> None:
+    """Unknown errors (368, 100, anything) retry, and on the last attempt set the integration to error."""
+    assert fate(MetaOtherError("policy", meta_code=368))[0] == "retry"
+    assert fate(MetaInvalidRequestError("bad", meta_code=100), attempt=10) == ("error", None)
+    assert fate(RuntimeError("bug"), attempt=10) == ("error", None)
+
+
+def test_database_outage_is_transient() -> None:
+    """A database that went away mid-job is retried like a Meta outage."""
+    assert describe(errors.DatabaseUnavailableError()).kind == "transient"
+
+
+@given(attempt=st.integers(1, 10), status=st.sampled_from([500, 502, 503, 504]), hours=st.floats(0, 500))
+def test_an_outage_never_asks_for_reauth(attempt: int, status: int, hours: float) -> None:
+    """Whatever the attempt and time left, a transient failure is retry or discard, never reauth/error."""
+    action, _ = fate(
+        MetaTransientError("down", http_status=status), attempt=attempt, expires_in=timedelta(hours=hours)
+    )
+    assert action in {"retry", "discard"}
+
+
+def test_warning_when_the_expiry_did_not_move() -> None:
+    """Re-exchange returning the same expiry warns token_not_extended with that expiry as deadline."""
+    old = NOW + timedelta(days=5)
+    warning = health.check(
+        now=NOW, old_expires_at=old, new_expires_at=old, data_access_expires_at=None, window=timedelta(days=7)
+    )
+    assert warning is not None
+    assert (warning.code, warning.deadline) == (health.NOT_EXTENDED, old)
+
+
+def test_no_warning_when_the_expiry_moved_and_data_access_lasts() -> None:
+    """A 60-day extension with data access for 90 days is fine."""
+    assert (
+        health.check(
+            now=NOW,
+            old_expires_at=NOW + timedelta(days=5),
+            new_expires_at=NOW + timedelta(days=60),
+            data_access_expires_at=NOW + timedelta(days=90),
+            window=timedelta(days=7),
+        )
+        is None
+    )
+
+
+def test_warning_when_data_access_lapses_before_the_next_refresh() -> None:
+    """Data access ending in 30 days, before the next refresh (in 53 days), warns data_access_expiring."""
+    warning = health.check(
+        now=NOW,
+        old_expires_at=NOW + timedelta(days=5),
+        new_expires_at=NOW + timedelta(days=60),
+        data_access_expires_at=NOW + timedelta(days=30),
+        window=timedelta(days=7),
+    )
+    assert warning is not None
+    assert warning.code == health.DATA_ACCESS_EXPIRING
+    assert "2026-12-26" in warning.message

@@ -1,0 +1,104 @@
+"""`instagram-dm worker` as a real process: SIGKILL loses nothing, SIGTERM exits 0 after handing back."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from instagram_dm.db.asyncpg_adapter import AsyncpgDatabase
+from instagram_dm.graph import GraphClient
+from tests.worker.conftest import KEY, all_finished, create_integrations, job_states, make_worker, run_until
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+
+def start_worker(database_url: str, sandbox: Any, *flags: str) -> subprocess.Popen[bytes]:
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "DATABASE_URL": database_url,
+        "INSTAGRAM_APP_ID": sandbox.app_id,
+        "INSTAGRAM_APP_SECRET": sandbox.app_secret,
+        "INSTAGRAM_TOKEN_ENCRYPTION_KEY": KEY,
+        "META_GRAPH_BASE_URL": sandbox.url,
+        "META_OAUTH_DIALOG_BASE_URL": sandbox.url,
+        "INSTAGRAM_DM_ENV": "test",
+        "LOG_LEVEL": "WARNING",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "--env-file", "/nonexistent", "worker", *flags],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+async def wait_for_state(pg: asyncpg.Connection, state: str, at_least: int, timeout: float = 15.0) -> None:
+    for _ in range(int(timeout / 0.02)):
+        if (await job_states(pg)).get(state, 0) >= at_least:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"never {at_least} jobs {state}: {await job_states(pg)}")
+
+
+async def test_sigkill_mid_batch_loses_nothing(
+    pg: asyncpg.Connection, db: AsyncpgDatabase, graph: GraphClient, sandbox: Any, database_url: str
+) -> None:
+    """A worker killed with SIGKILL mid-batch leaves leased jobs; once the leases expire a second worker
+    finishes all of them, and every stored token still works."""
+    conns = await create_integrations(pg, sandbox, 20)
+    sandbox.latency("/oauth/access_token", 150)
+    await db.rpc("instagram_refresh_enqueue_v1", {})
+    proc = start_worker(
+        database_url, sandbox, "--concurrency", "5", "--lease-seconds", "1", "--poll-interval", "0.1"
+    )
+    try:
+        await wait_for_state(pg, "completed", 3)
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()
+    states = await job_states(pg)
+    assert states.get("running", 0) > 0, states  # leases left behind by the dead worker
+    await run_until([make_worker(db, graph)], all_finished(pg, 20), timeout=20)
+    assert await job_states(pg) == {"completed": 20}
+    for conn in conns:
+        stored = await db.rpc("instagram_integration_tokens", {"p_integration_id": conn.id, "p_key": KEY})
+        assert (await graph.debug_token(stored["user_token"])).is_valid
+
+
+async def test_sigterm_exits_0_after_handing_jobs_back(
+    pg: asyncpg.Connection, db: AsyncpgDatabase, sandbox: Any, database_url: str
+) -> None:
+    """SIGTERM mid-batch with a short grace period: exit status 0, no job left running, no attempt charged."""
+    await create_integrations(pg, sandbox, 6)
+    sandbox.latency("/oauth/access_token", 3000)
+    await db.rpc("instagram_refresh_enqueue_v1", {})
+    proc = start_worker(
+        database_url, sandbox, "--concurrency", "3", "--grace-period", "0.2", "--poll-interval", "0.1"
+    )
+    try:
+        await wait_for_state(pg, "running", 3)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0, proc.stderr.read() if proc.stderr else b""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()
+    rows = await pg.fetch("select state, attempt from public.instagram_refresh_jobs")
+    assert {(r["state"], r["attempt"]) for r in rows} == {("available", 0)}
