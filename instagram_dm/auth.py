@@ -43,7 +43,7 @@ from typing import Any
 import httpx
 import jwt
 
-from instagram_dm.errors import AuthError, ConfigError
+from instagram_dm.errors import AuthError, AuthUnavailableError, ConfigError
 from instagram_dm.settings import Settings
 
 __all__ = ["AUDIENCE", "JWTVerifier", "UserClaims"]
@@ -68,6 +68,8 @@ _MESSAGES = {
 
 
 def _reject(code: str) -> AuthError:
+    if code == "auth_unavailable":
+        return AuthUnavailableError(_MESSAGES[code], code=code)
     return AuthError(_MESSAGES[code], code=code)
 
 

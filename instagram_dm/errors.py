@@ -6,6 +6,7 @@ default message, and ``code`` is the stable ``snake_case`` code the edges (HTTP 
     InstagramDMError
     ├── ConfigError                 a setting is missing, a placeholder, or malformed
     ├── AuthError                   the caller's access token is missing, expired or forged (401)
+    │   └── AuthUnavailableError        it cannot be checked now: the JWKS endpoint is down (503)
     ├── ForbiddenError              authenticated, but not allowed (403)
     ├── BadRequestError             input that can never succeed (400)
     ├── NotFoundError               the row named does not exist (404)
@@ -47,6 +48,13 @@ class AuthError(InstagramDMError):
 
     code = "unauthorized"
     http_status = 401
+
+
+class AuthUnavailableError(AuthError):
+    """The access token cannot be verified right now; try again shortly."""
+
+    code = "auth_unavailable"
+    http_status = 503
 
 
 class ForbiddenError(InstagramDMError):

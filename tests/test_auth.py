@@ -192,7 +192,8 @@ def verifier(http: httpx.AsyncClient, clock: Clock) -> JWTVerifier:
 async def rejected(verifier: JWTVerifier, header: str | None) -> AuthError:
     with pytest.raises(AuthError) as info:
         await verifier.verify(header)
-    assert info.value.http_status == 401
+    expected = 503 if info.value.code == "auth_unavailable" else 401
+    assert info.value.http_status == expected
     return info.value
 
 
@@ -461,7 +462,7 @@ async def test_jwks_down_is_auth_unavailable(
     clock: Clock,
     failure: Callable[[httpx.Request], httpx.Response],
 ) -> None:
-    """JWKS unreachable with no cached keys: AuthError auth_unavailable (401), retried after the backoff."""
+    """JWKS unreachable with no cached keys: auth_unavailable (503, retry), refetched only after the backoff."""
     jwks.failure = failure
     token = es256_key.sign(user_payload())
     assert (await rejected(verifier, f"Bearer {token}")).code == "auth_unavailable"

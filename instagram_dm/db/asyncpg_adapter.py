@@ -124,6 +124,7 @@ class AsyncpgDatabase:
     def __init__(self, pool: asyncpg.Pool, dsn: str, role: str | None) -> None:
         self._pool = pool
         self._dsn = dsn
+        self._param_types: dict[str, tuple[str, ...]] = {}
         self._role = role
 
     @classmethod
@@ -159,12 +160,16 @@ class AsyncpgDatabase:
         names = list(args)
         try:
             async with self._pool.acquire() as conn:
-                stmt = await conn.prepare(sql)
+                types = self._param_types.get(sql)
+                if types is None:
+                    # Learn the parameter types once; later calls reuse asyncpg's statement cache
+                    # (one round trip instead of prepare + execute).
+                    stmt = await conn.prepare(sql)
+                    types = self._param_types[sql] = tuple(t.name for t in stmt.get_parameters())
                 params = [
-                    _coerce_argument(key, value, typ.name)
-                    for key, value, typ in zip(names, args.values(), stmt.get_parameters(), strict=True)
+                    _coerce_argument(key, value, typ) for key, value, typ in zip(names, args.values(), types, strict=True)
                 ]
-                return _plain(await stmt.fetchval(*params))
+                return _plain(await conn.fetchval(sql, *params))
         except asyncpg.PostgresError as exc:
             message = getattr(exc, "message", None)
             if message is None and getattr(exc, "sqlstate", None) == "22000":
