@@ -167,7 +167,8 @@ class AsyncpgDatabase:
                     stmt = await conn.prepare(sql)
                     types = self._param_types[sql] = tuple(t.name for t in stmt.get_parameters())
                 params = [
-                    _coerce_argument(key, value, typ) for key, value, typ in zip(names, args.values(), types, strict=True)
+                    _coerce_argument(key, value, typ)
+                    for key, value, typ in zip(names, args.values(), types, strict=True)
                 ]
                 return _plain(await conn.fetchval(sql, *params))
         except asyncpg.PostgresError as exc:
