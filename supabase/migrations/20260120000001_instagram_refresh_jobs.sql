@@ -67,7 +67,9 @@ create index instagram_refresh_jobs_lease_idx on public.instagram_refresh_jobs (
 -- Pruning finished jobs.
 create index instagram_refresh_jobs_finalized_idx on public.instagram_refresh_jobs (finalized_at)
   where state in ('completed', 'discarded');
-create index instagram_refresh_jobs_imo_idx on public.instagram_refresh_jobs (imo_id, created_at desc);
+-- The foreign key: deleting an integration (or an IMO, by cascade) finds its jobs here; without it each
+-- cascade scans the jobs table (quadratic on a big delete). Also serves "jobs of one integration".
+create index instagram_refresh_jobs_integration_idx on public.instagram_refresh_jobs (integration_id, created_at desc);
 
 alter table public.instagram_refresh_jobs enable row level security;
 revoke all on public.instagram_refresh_jobs from anon, authenticated;
@@ -114,9 +116,9 @@ begin
   from public.instagram_integrations i
   where i.status = 'connected'
     and i.token_expires_at < now() + make_interval(secs => p_window_seconds)
-    and not exists (
-      select 1 from public.instagram_refresh_jobs j
-      where j.integration_id = i.id and j.state in ('available', 'running', 'retryable'))
+  -- No `not exists` pre-check: the unique live-job index decides, one probe per row. An anti-join
+  -- here is planned from statistics, and on a freshly vacuumed empty table it becomes a nested loop
+  -- of sequential scans (550 ms instead of 130 ms for 10k due rows).
   on conflict (integration_id) where state in ('available', 'running', 'retryable') do nothing;
   get diagnostics v_count = row_count;
   if v_count > 0 then
