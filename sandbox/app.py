@@ -221,7 +221,7 @@ class Sandbox:
             if source.kind == "page":
                 raise GraphFailure("(#100) fb_exchange_token must be a user access token", code=100)
             keep = source.kind == "user_long" and state.long_lived_reexchange == "keep_expiry"
-            expires_at = source.expires_at if keep and source.expires_at else now + config.long_lived_ttl
+            expires_at = source.expires_at if keep and source.expires_at else now + state.long_lived_ttl
             rec = state.issue(source.user_id, "user_long", source.scopes, expires_at=expires_at)
             state.exchanges[source.user_id] += 1
         else:

@@ -149,7 +149,7 @@ def _mint_one(sandbox: Sandbox, spec: dict[str, Any]) -> list[str]:
         raise ControlError("count must be between 1 and 100000")
     scopes = tuple(spec["scopes"]) if isinstance(spec.get("scopes"), list) else state.granted_scopes(user)
     now = state.now()
-    default_ttl = {"user_short": sandbox.config.short_lived_ttl, "user_long": sandbox.config.long_lived_ttl}
+    default_ttl = {"user_short": sandbox.config.short_lived_ttl, "user_long": sandbox.state.long_lived_ttl}
     expires_in = spec.get("expires_in", default_ttl.get(kind))
     expires_at = None if expires_in in (None, 0) else now + int(expires_in)
     page_id = None
@@ -291,9 +291,15 @@ async def config(request: Request) -> Response:
         state.page_size = size
     if "require_appsecret_proof" in body:
         state.require_appsecret_proof = bool(body["require_appsecret_proof"])
+    if "long_lived_seconds" in body:
+        seconds = int(body["long_lived_seconds"])
+        if not 3600 <= seconds <= 90 * 86400:
+            raise ControlError("long_lived_seconds must be between 3600 and 7776000")
+        state.long_lived_ttl = seconds
     return JSONResponse(
         {
             "long_lived_reexchange": state.long_lived_reexchange,
+            "long_lived_seconds": state.long_lived_ttl,
             "page_size": state.page_size,
             "require_appsecret_proof": state.require_appsecret_proof,
         }

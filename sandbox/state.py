@@ -297,6 +297,7 @@ class State:
     next_id: int = 1
     page_size: int = 25
     long_lived_reexchange: ReexchangeMode = "extend"
+    long_lived_ttl: int = 60 * DAY
     require_appsecret_proof: bool = True
 
     def __post_init__(self) -> None:
@@ -327,6 +328,7 @@ class State:
         self.next_id = 1
         self.page_size = self.config.page_size
         self.long_lived_reexchange = self.config.long_lived_reexchange
+        self.long_lived_ttl = self.config.long_lived_ttl
         self.require_appsecret_proof = self.config.require_appsecret_proof
         if self.config.default_fixtures:
             load_defaults(self)

@@ -42,6 +42,8 @@ wait_for() {
 
 "$BIN/instagram-dm" --env-file "$ENV_FILE" sandbox --port 54331 > .local/sandbox.log 2>&1 & pids+=($!)
 wait_for http://127.0.0.1:54331/_sandbox/state sandbox
+# Demo: long-lived tokens last 5 days instead of 60, so a fresh connect is already due for refresh.
+"$BIN/python" -c "import httpx; httpx.post('http://127.0.0.1:54331/_sandbox/config', json={'long_lived_seconds': 432000}).raise_for_status()"
 "$BIN/instagram-dm" --env-file "$ENV_FILE" api --port 54330 > .local/api.log 2>&1 & pids+=($!)
 wait_for http://127.0.0.1:54330/readyz api
 "$BIN/instagram-dm" --env-file "$ENV_FILE" worker > .local/worker.log 2>&1 & pids+=($!)
@@ -55,8 +57,13 @@ cat <<MSG
     worker                   pid ${pids[2]}
 
   Open http://127.0.0.1:54330/dev and press "Connect Instagram".
-  Then try: .venv/bin/instagram-dm --env-file $ENV_FILE refresh-now --all-due
+  The sandbox issues 5-day tokens here, so a new connection is due for refresh at once:
+    .venv/bin/instagram-dm --env-file $ENV_FILE refresh-now --all-due
+  then reload /dev/status (last_refreshed_at moves) or read .local/worker.log.
 
   Ctrl-C stops everything (the database keeps running; scripts/db.sh stop).
 MSG
-wait -n "${pids[@]}"
+status=0
+wait -n "${pids[@]}" || status=$?
+echo "run: a process stopped (exit $status); see .local/sandbox.log, .local/api.log, .local/worker.log" >&2
+exit "$status"

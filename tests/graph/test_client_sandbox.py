@@ -88,6 +88,20 @@ async def test_reexchange_keep_expiry_mode(sandbox: SandboxControl, graph_client
     assert extended.expires_in == 60 * 86400
 
 
+async def test_long_lived_lifetime_is_configurable(
+    sandbox: SandboxControl, graph_client: GraphClient
+) -> None:
+    """The long_lived_seconds knob sets how long exchanged and minted long-lived tokens last; bad values are refused."""
+    sandbox.configure(long_lived_seconds=5 * 86400)
+    (token,) = sandbox.mint(ALICE, "long")
+    exchanged = await graph_client.exchange_long_lived(token)
+    assert exchanged.expires_in == 5 * 86400
+    info = await graph_client.debug_token(token)
+    assert info.expires_at is not None
+    response = sandbox.http.post("/_sandbox/config", json={"long_lived_seconds": 10})
+    assert response.status_code == 400
+
+
 async def test_bob_has_two_linked_pages(sandbox: SandboxControl, graph_client: GraphClient) -> None:
     """A user with two Pages sees both, each with its own Instagram account."""
     (token,) = sandbox.mint(BOB, "long")
