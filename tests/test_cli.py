@@ -1,0 +1,91 @@
+"""The `instagram-dm` command: doctor's checks, and one readable line (exit 1) for bad input."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import jwt
+import pytest
+
+from tests.fixtures.api import JWT_SECRET, settings_env
+from tests.fixtures.database import DEMO_ADMIN
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cli.main", "--env-file", "/dev/null", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.fixture
+def good_env(database_url: str, pg: object) -> dict[str, str]:
+    return {"PATH": "/usr/bin:/bin", **settings_env("http://127.0.0.1:9", database_url)}
+
+
+def test_doctor_all_green(good_env: dict[str, str]) -> None:
+    """With a full configuration and the migrated database, every doctor line is ok and it exits 0."""
+    result = cli("doctor", env=good_env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert lines and all(line.startswith("ok") for line in lines)
+    assert any("pg_cron" in line for line in lines) and any("migrations:" in line for line in lines)
+
+
+def test_doctor_names_the_missing_setting_and_the_fix(good_env: dict[str, str]) -> None:
+    """A missing encryption key is one FAIL line naming the variable, with a fix line; exit 1."""
+    env = {k: v for k, v in good_env.items() if k != "INSTAGRAM_TOKEN_ENCRYPTION_KEY"}
+    result = cli("doctor", env=env)
+    assert result.returncode == 1
+    failing = [line for line in result.stdout.splitlines() if line.startswith("FAIL")]
+    assert failing == ["FAIL  config: INSTAGRAM_TOKEN_ENCRYPTION_KEY is not set (at least 32 characters)"]
+    assert "fix:" in result.stdout
+
+
+def test_doctor_reports_an_unreachable_database(good_env: dict[str, str]) -> None:
+    """A database that does not answer is a FAIL line with how to start it, not a traceback."""
+    env = good_env | {"DATABASE_URL": "postgresql://postgres:postgres@127.0.0.1:9/postgres"}
+    result = cli("doctor", env=env)
+    assert result.returncode == 1
+    assert "FAIL  database:" in result.stdout and "Traceback" not in result.stdout + result.stderr
+
+
+def test_api_refuses_a_short_key_in_one_line(good_env: dict[str, str]) -> None:
+    """`instagram-dm api` with a 10-character key stops before serving, with one line naming the variable."""
+    result = cli("api", "--port", "9", env=good_env | {"INSTAGRAM_TOKEN_ENCRYPTION_KEY": "0123456789"})
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "instagram-dm api: INSTAGRAM_TOKEN_ENCRYPTION_KEY must be at least 32 characters"
+    ]
+
+
+def test_placeholder_secret_is_refused_in_production(good_env: dict[str, str]) -> None:
+    """A placeholder app secret stops the worker with a line naming it."""
+    result = cli("worker", env=good_env | {"INSTAGRAM_APP_SECRET": "<meta-app-secret>"})
+    assert result.returncode == 1
+    assert "INSTAGRAM_APP_SECRET is a placeholder" in result.stderr
+
+
+def test_rotate_key_without_previous_key_is_one_line(good_env: dict[str, str]) -> None:
+    """rotate-key without INSTAGRAM_TOKEN_ENCRYPTION_KEY_PREVIOUS says so in one line and changes nothing."""
+    result = cli("rotate-key", env=good_env)
+    assert result.returncode == 1
+    assert "INSTAGRAM_TOKEN_ENCRYPTION_KEY_PREVIOUS is not set" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_dev_token_is_a_valid_user_jwt(good_env: dict[str, str]) -> None:
+    """dev-token prints an HS256 token for the demo admin that verifies with the JWT secret."""
+    result = cli("dev-token", env=good_env)
+    assert result.returncode == 0
+    claims = jwt.decode(result.stdout.strip(), JWT_SECRET, algorithms=["HS256"], audience="authenticated")
+    assert claims["sub"] == DEMO_ADMIN and claims["role"] == "authenticated"
