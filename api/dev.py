@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 import time
+from urllib.parse import parse_qs
 
 import jwt
 from starlette.requests import Request
@@ -85,8 +86,8 @@ async def status_page(request: Request) -> Response:
 
 
 async def disconnect(request: Request) -> Response:
-    form = await request.form()
-    await request.state.service.disconnect(user_id=DEMO_ADMIN, integration_id=form.get("id"))
+    form = parse_qs((await request.body()).decode("utf-8", "replace"))  # no python-multipart needed
+    await request.state.service.disconnect(user_id=DEMO_ADMIN, integration_id=(form.get("id") or [""])[0])
     return RedirectResponse("/dev/status?disconnected=1", status_code=303)
 
 

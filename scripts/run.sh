@@ -59,7 +59,11 @@ cat <<MSG
   Open http://127.0.0.1:54330/dev and press "Connect Instagram".
   The sandbox issues 5-day tokens here, so a new connection is due for refresh at once:
     .venv/bin/instagram-dm --env-file $ENV_FILE refresh-now --all-due
-  then reload /dev/status (last_refreshed_at moves) or read .local/worker.log.
+  then reload /dev/status: last_refreshed_at moves, and since a 5-day token re-exchanged is still a
+  5-day token, the row shows the early warning token_not_extended (as when Meta does not extend).
+  For a refresh that extends: give new tokens 60 days, then refresh again:
+    curl -X POST localhost:54331/_sandbox/config -H 'content-type: application/json' -d '{"long_lived_seconds": 5184000}'
+    .venv/bin/instagram-dm --env-file $ENV_FILE refresh-now --all-due
 
   Ctrl-C stops everything (the database keeps running; scripts/db.sh stop).
 MSG

@@ -189,3 +189,25 @@ async def test_health_endpoints(api_client: TestClient) -> None:
     assert api_client.get("/healthz").json() == {"status": "ok"}
     ready = api_client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["database"] == "ok"
+
+
+async def test_development_pages_connect_show_status_and_disconnect(
+    browser: Browser, api_settings: Settings, pg: asyncpg.Connection
+) -> None:
+    """In development mode /dev, /dev/status and /dev/disconnect work end to end; in production they are absent."""
+    from dataclasses import replace
+
+    from api.app import create_app
+    from tests.fixtures.api import FAST_RETRY
+
+    integration_id = connected_id(browser)
+    assert browser.client.get("/dev").status_code == 404  # production: not mounted
+    dev_settings = replace(api_settings, environment="development")
+    with TestClient(create_app(dev_settings, graph_retry=FAST_RETRY), base_url="http://testserver") as dev:
+        page = dev.get("/dev")
+        assert page.status_code == 200 and "Connect Instagram" in page.text
+        status = dev.get("/dev/status?instagram=connected")
+        assert "alice.recruits" in status.text and integration_id in status.text
+        gone = dev.post("/dev/disconnect", data={"id": integration_id}, follow_redirects=False)
+        assert gone.status_code == 303
+    assert await pg.fetchval("select status::text from public.instagram_integrations") == "disconnected"
