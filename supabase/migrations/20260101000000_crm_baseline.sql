@@ -3,8 +3,9 @@
  * user <-> IMO membership with a role, subscription plans with features, an IMO's subscription,
  * recruiting leads and in-app notifications — plus our private schema of RLS helpers.
  *
- * Each CRM table is created (with its RLS and grants) only when it does not exist yet, so applying
- * this migration where the CRM already has them changes nothing of theirs.
+ * Each CRM table is created, and given RLS, grants and policies, only when it does not exist yet:
+ * where the CRM already has them, this migration changes nothing of theirs (no revokes, no RLS
+ * switched on, no policies added); it only adds the private helper functions our policies call.
  */
 
 create schema if not exists instagram_private;
@@ -27,9 +28,13 @@ comment on function instagram_private.set_updated_at() is 'Trigger: keeps update
 
 /** --- Section: CRM tables (only where missing) --- */
 
+-- Which CRM tables this migration creates; only those get our RLS, grants and policies below.
+create temporary table baseline_created (table_name text primary key) on commit drop;
+
 do $baseline$
 begin
   if to_regclass('public.imos') is null then
+    insert into baseline_created values ('imos');
     create table public.imos (
       id uuid primary key default gen_random_uuid(),
       name text not null check (length(btrim(name)) > 0),
@@ -41,6 +46,7 @@ begin
   end if;
 
   if to_regclass('public.imo_members') is null then
+    insert into baseline_created values ('imo_members');
     create table public.imo_members (
       imo_id uuid not null references public.imos (id) on delete cascade,
       user_id uuid not null references auth.users (id) on delete cascade,
@@ -52,6 +58,7 @@ begin
   end if;
 
   if to_regclass('public.subscription_plans') is null then
+    insert into baseline_created values ('subscription_plans');
     create table public.subscription_plans (
       id uuid primary key default gen_random_uuid(),
       name text not null unique,
@@ -68,6 +75,7 @@ begin
   end if;
 
   if to_regclass('public.imo_subscriptions') is null then
+    insert into baseline_created values ('imo_subscriptions');
     create table public.imo_subscriptions (
       imo_id uuid primary key references public.imos (id) on delete cascade,
       plan_id uuid not null references public.subscription_plans (id),
@@ -82,6 +90,7 @@ begin
   end if;
 
   if to_regclass('public.recruiting_leads') is null then
+    insert into baseline_created values ('recruiting_leads');
     create table public.recruiting_leads (
       id uuid primary key default gen_random_uuid(),
       imo_id uuid not null references public.imos (id) on delete cascade,
@@ -99,6 +108,7 @@ begin
   end if;
 
   if to_regclass('public.notifications') is null then
+    insert into baseline_created values ('notifications');
     create table public.notifications (
       id uuid primary key default gen_random_uuid(),
       imo_id uuid not null references public.imos (id) on delete cascade,
@@ -162,53 +172,47 @@ grant execute on function instagram_private.user_imo_ids() to authenticated, ser
 grant execute on function instagram_private.is_imo_admin(uuid) to authenticated, service_role;
 grant execute on function instagram_private.imo_has_feature(uuid, text) to authenticated, service_role;
 
-/** --- Section: RLS and grants on the CRM tables (harmless to repeat where they exist) --- */
+/** --- Section: RLS, grants and policies on the CRM tables this migration created --- */
 
-alter table public.imos enable row level security;
-alter table public.imo_members enable row level security;
-alter table public.subscription_plans enable row level security;
-alter table public.imo_subscriptions enable row level security;
-alter table public.recruiting_leads enable row level security;
-alter table public.notifications enable row level security;
-
-revoke all on public.imos, public.imo_members, public.subscription_plans, public.imo_subscriptions,
-  public.recruiting_leads, public.notifications from anon;
-grant select on public.imos, public.imo_members, public.subscription_plans, public.imo_subscriptions,
-  public.recruiting_leads, public.notifications to authenticated;
-grant update (read_at) on public.notifications to authenticated;
-grant all on public.imos, public.imo_members, public.subscription_plans, public.imo_subscriptions,
-  public.recruiting_leads, public.notifications to service_role;
-
-do $policies$
+do $security$
+declare
+  v_table text;
 begin
-  if not exists (select 1 from pg_policies where schemaname = 'public' and tablename = 'imos' and policyname = 'imos_select_member') then
+  for v_table in select table_name from baseline_created loop
+    execute format('alter table public.%I enable row level security', v_table);
+    execute format('revoke all on public.%I from anon, authenticated', v_table);
+    execute format('grant select on public.%I to authenticated', v_table);
+    execute format('grant all on public.%I to service_role', v_table);
+  end loop;
+
+  if exists (select 1 from baseline_created where table_name = 'imos') then
     create policy imos_select_member on public.imos for select to authenticated
       using (id in (select instagram_private.user_imo_ids()));
   end if;
-  if not exists (select 1 from pg_policies where schemaname = 'public' and tablename = 'imo_members' and policyname = 'imo_members_select_member') then
+  if exists (select 1 from baseline_created where table_name = 'imo_members') then
     create policy imo_members_select_member on public.imo_members for select to authenticated
       using (imo_id in (select instagram_private.user_imo_ids()));
   end if;
-  if not exists (select 1 from pg_policies where schemaname = 'public' and tablename = 'subscription_plans' and policyname = 'subscription_plans_select_all') then
+  if exists (select 1 from baseline_created where table_name = 'subscription_plans') then
     create policy subscription_plans_select_all on public.subscription_plans for select to authenticated
       using (true);
   end if;
-  if not exists (select 1 from pg_policies where schemaname = 'public' and tablename = 'imo_subscriptions' and policyname = 'imo_subscriptions_select_member') then
+  if exists (select 1 from baseline_created where table_name = 'imo_subscriptions') then
     create policy imo_subscriptions_select_member on public.imo_subscriptions for select to authenticated
       using (imo_id in (select instagram_private.user_imo_ids()));
   end if;
-  if not exists (select 1 from pg_policies where schemaname = 'public' and tablename = 'recruiting_leads' and policyname = 'recruiting_leads_select_member') then
+  if exists (select 1 from baseline_created where table_name = 'recruiting_leads') then
     create policy recruiting_leads_select_member on public.recruiting_leads for select to authenticated
       using (imo_id in (select instagram_private.user_imo_ids()));
   end if;
-  if not exists (select 1 from pg_policies where schemaname = 'public' and tablename = 'notifications' and policyname = 'notifications_select_recipient') then
+  if exists (select 1 from baseline_created where table_name = 'notifications') then
+    -- Recipients may mark a notification read, and change nothing else.
+    grant update (read_at) on public.notifications to authenticated;
     create policy notifications_select_recipient on public.notifications for select to authenticated
       using (imo_id in (select instagram_private.user_imo_ids()) and (user_id is null or user_id = (select auth.uid())));
-  end if;
-  if not exists (select 1 from pg_policies where schemaname = 'public' and tablename = 'notifications' and policyname = 'notifications_update_recipient') then
     create policy notifications_update_recipient on public.notifications for update to authenticated
       using (imo_id in (select instagram_private.user_imo_ids()) and (user_id is null or user_id = (select auth.uid())))
       with check (imo_id in (select instagram_private.user_imo_ids()) and (user_id is null or user_id = (select auth.uid())));
   end if;
 end
-$policies$;
+$security$;

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import asyncpg
 import pytest
 
@@ -144,3 +146,43 @@ async def test_security_definer_functions_pin_an_empty_search_path(pg: asyncpg.C
     assert rows
     for row in rows:
         assert 'search_path=""' in (row["proconfig"] or []), row["signature"]
+
+
+async def test_members_may_only_mark_notifications_read(pg: asyncpg.Connection) -> None:
+    """Of a notification's columns, an authenticated member may update read_at and nothing else."""
+    columns = await pg.fetch(
+        "select column_name from information_schema.columns where table_schema = 'public' and table_name = 'notifications'"
+    )
+    updatable = {
+        c["column_name"]
+        for c in columns
+        if await pg.fetchval(
+            "select has_column_privilege('authenticated', 'public.notifications', $1, 'UPDATE')",
+            c["column_name"],
+        )
+    }
+    assert updatable == {"read_at"}
+
+
+async def test_baseline_leaves_existing_crm_tables_alone(pg: asyncpg.Connection) -> None:
+    """Re-applying the baseline where the CRM tables already exist keeps their grants and RLS as they were."""
+    baseline = (
+        Path(__file__).resolve().parents[2] / "supabase/migrations/20260101000000_crm_baseline.sql"
+    ).read_text()
+    tr = pg.transaction()
+    await tr.start()
+    try:
+        # The CRM's own choices, which differ from ours:
+        await pg.execute("grant select on public.subscription_plans to anon")
+        await pg.execute("alter table public.recruiting_leads disable row level security")
+        await pg.execute("drop policy imos_select_member on public.imos")
+        await pg.execute(baseline)
+        assert await pg.fetchval("select has_table_privilege('anon', 'public.subscription_plans', 'SELECT')")
+        assert not await pg.fetchval(
+            "select relrowsecurity from pg_class where oid = 'public.recruiting_leads'::regclass"
+        )
+        assert not await pg.fetchval(
+            "select count(*) from pg_policies where policyname = 'imos_select_member'"
+        )
+    finally:
+        await tr.rollback()
