@@ -82,6 +82,7 @@ def create_app(
             allow_origins=[_origin(settings.return_url)],
             allow_methods=["POST", "GET", "OPTIONS"],
             allow_headers=["authorization", "apikey", "content-type", "x-client-info"],
+            allow_credentials=True,  # init sets the browser-binding cookie (fetch with credentials)
             max_age=600,
         ),
     ]

@@ -46,7 +46,7 @@ the returned Meta dialog URL — here the local sandbox's consent page.</p>
 <p id="out" class="note" hidden></p>
 <script>
 document.getElementById('connect').onclick = async () => {{
-  const r = await fetch('/functions/v1/instagram-oauth-init', {{method: 'POST',
+  const r = await fetch('/functions/v1/instagram-oauth-init', {{method: 'POST', credentials: 'include',
     headers: {{'Authorization': 'Bearer {_dev_token(request)}', 'Content-Type': 'application/json'}},
     body: JSON.stringify({{imo_id: '{DEMO_IMO}'}})}});
   const data = await r.json();

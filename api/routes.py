@@ -5,11 +5,13 @@ from __future__ import annotations
 import html
 import json
 from typing import Any
+from urllib.parse import urlsplit
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from instagram_dm import errors
+from instagram_dm.service import STATE_TTL_SECONDS, binding_cookie_name
 
 MAX_BODY_BYTES = 16 * 1024
 
@@ -36,7 +38,23 @@ async def oauth_init(request: Request) -> Response:
     start = await request.state.service.start_connection(
         user_id=user.user_id, imo_id=body["imo_id"], return_to=body.get("return_to")
     )
-    return JSONResponse({"url": start.url, "expires_at": start.expires_at})
+    response = JSONResponse({"url": start.url, "expires_at": start.expires_at})
+    if start.binding_cookie is not None:
+        name, value = start.binding_cookie
+        response.set_cookie(name, value, **_binding_cookie_options(request))
+    return response
+
+
+def _binding_cookie_options(request: Request) -> dict[str, Any]:
+    """HttpOnly, sent back only to the callback path, for the state's lifetime; Secure behind https."""
+    redirect = urlsplit(request.state.settings.oauth_redirect_uri)
+    return {
+        "max_age": STATE_TTL_SECONDS,
+        "path": redirect.path or "/",
+        "secure": redirect.scheme == "https",
+        "httponly": True,
+        "samesite": "lax",
+    }
 
 
 INVALID_STATE_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
@@ -51,14 +69,25 @@ INVALID_STATE_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-
 async def oauth_callback(request: Request) -> Response:
     # Repeated parameters: the first one counts, like Meta's own parsing; the rest are ignored.
     params = {k: v for k, v in reversed(request.query_params.multi_items())}
-    result = await request.state.service.complete_connection(params)
+    result = await request.state.service.complete_connection(params, request.cookies)
     target = result.redirect_url()
+    response: Response
     if target is None:
-        page = INVALID_STATE_PAGE.format(
-            return_url=html.escape(request.state.settings.return_url, quote=True)
+        return_url = html.escape(request.state.settings.return_url, quote=True)
+        response = HTMLResponse(
+            INVALID_STATE_PAGE.format(return_url=return_url),
+            status_code=400,
+            headers={"Cache-Control": "no-store"},
         )
-        return HTMLResponse(page, status_code=400, headers={"Cache-Control": "no-store"})
-    return RedirectResponse(target, status_code=302, headers={"Cache-Control": "no-store"})
+    else:
+        response = RedirectResponse(target, status_code=302, headers={"Cache-Control": "no-store"})
+    cookie = binding_cookie_name(params.get("state", ""))
+    if cookie in request.cookies:  # the state is spent either way
+        options = _binding_cookie_options(request)
+        response.delete_cookie(
+            cookie, path=options["path"], secure=options["secure"], httponly=True, samesite="lax"
+        )
+    return response
 
 
 async def healthz(request: Request) -> Response:

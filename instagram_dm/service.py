@@ -38,11 +38,18 @@ STATE_TTL_SECONDS = 600
 STATE_NONCE_BYTES = 32
 _NONCE_RE = re.compile(r"^[A-Za-z0-9_-]{43}$")  # token_urlsafe(32)
 _PAGE_LOOKUP_CONCURRENCY = 8
+# What a refused state means for the person: a forwarded consent link, a lost role or plan, or stale.
+_STATE_REASONS = {"foreign_browser": "session_mismatch", "not_allowed": "not_allowed"}
 
 
 def hash_state(nonce: str) -> str:
-    """What the database keeps of a state nonce: its SHA-256, hex."""
+    """What the database keeps of a state (or browser-binding) nonce: its SHA-256, hex."""
     return hashlib.sha256(nonce.encode()).hexdigest()
+
+
+def binding_cookie_name(nonce: str) -> str:
+    """The cookie that binds one pending connect to the browser that started it (one per state)."""
+    return f"ig_oauth_{hash_state(nonce)[:16]}"
 
 
 def _parse_uuid(value: object, what: str) -> str:
@@ -87,10 +94,12 @@ def with_query(url: str, params: Sequence[tuple[str, str]]) -> str:
 
 @dataclass(frozen=True)
 class ConnectStart:
-    """Where to send the browser to start connecting, and until when the state is good."""
+    """Where to send the browser to start connecting, until when the state is good, and the cookie
+    (name, value) the browser must keep so that the callback is accepted only from it."""
 
     url: str
     expires_at: str
+    binding_cookie: tuple[str, str] | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -154,6 +163,7 @@ class InstagramService:
             raise errors.BadRequestError("return_to must be a string.", code="invalid_return_to")
         target = resolve_return_to(return_to, self._settings.return_url)
         nonce = secrets.token_urlsafe(STATE_NONCE_BYTES)
+        binding = secrets.token_urlsafe(STATE_NONCE_BYTES) if self._settings.oauth_bind_browser else None
         row = await self._db.rpc(
             "instagram_oauth_state_create",
             {
@@ -162,21 +172,27 @@ class InstagramService:
                 "p_imo_id": imo,
                 "p_return_to": target,
                 "p_ttl_seconds": STATE_TTL_SECONDS,
+                "p_browser_binding_hash": None if binding is None else hash_state(binding),
             },
         )
         url = self._graph.dialog_url(
             redirect_uri=self._settings.oauth_redirect_uri, state=nonce, scopes=REQUIRED_SCOPES
         )
         log.info("oauth.started", extra={"imo_id": imo, "user_id": user_id})
-        return ConnectStart(url=url, expires_at=str(row["expires_at"]))
+        cookie = None if binding is None else (binding_cookie_name(nonce), binding)
+        return ConnectStart(url=url, expires_at=str(row["expires_at"]), binding_cookie=cookie)
 
     # ---- callback ---------------------------------------------------------------------------------
 
-    async def complete_connection(self, params: Mapping[str, str]) -> ConnectResult:
-        """Handle Meta's redirect: denial, then state, then tokens, Pages, accounts, webhooks, storage."""
+    async def complete_connection(
+        self, params: Mapping[str, str], cookies: Mapping[str, str] | None = None
+    ) -> ConnectResult:
+        """Handle Meta's redirect: denial, then state (single use, same browser, still allowed), then
+        tokens, Pages, accounts, webhooks, storage. `cookies` are the browser's (for the binding)."""
         nonce = params.get("state", "")
+        binding = (cookies or {}).get(binding_cookie_name(nonce)) if _NONCE_RE.match(nonce) else None
         if params.get("error") or params.get("error_reason"):
-            state = await self._consume_state(nonce)
+            state = await self._consume_state(nonce, binding)
             denied = params.get("error") == "access_denied" or params.get("error_reason") == "user_denied"
             reason = "user_denied" if denied else "meta_error"
             log.info("oauth.denied", extra={"reason": reason, "imo_id": state.get("imo_id")})
@@ -184,10 +200,11 @@ class InstagramService:
                 ok=False, reason=reason, return_to=state.get("return_to") or self._settings.return_url
             )
 
-        state = await self._consume_state(nonce)
+        state = await self._consume_state(nonce, binding)
         if state["status"] != "ok":
-            log.info("oauth.invalid_state", extra={"state_status": state["status"]})
-            return ConnectResult(ok=False, reason="invalid_state", return_to=state.get("return_to"))
+            log.info("oauth.state_refused", extra={"state_status": state["status"]})
+            reason = _STATE_REASONS.get(state["status"], "invalid_state")
+            return ConnectResult(ok=False, reason=reason, return_to=state.get("return_to"))
         return_to = str(state["return_to"])
         user_id, imo_id = str(state["user_id"]), str(state["imo_id"])
 
@@ -215,11 +232,15 @@ class InstagramService:
         )
         return ConnectResult(ok=True, return_to=return_to, integration_ids=ids, webhook_failures=failures)
 
-    async def _consume_state(self, nonce: str) -> dict[str, Any]:
+    async def _consume_state(self, nonce: str, binding: str | None) -> dict[str, Any]:
         if not _NONCE_RE.match(nonce):
             return {"status": "unknown"}
         result: dict[str, Any] = await self._db.rpc(
-            "instagram_oauth_state_consume", {"p_state_hash": hash_state(nonce)}
+            "instagram_oauth_state_consume",
+            {
+                "p_state_hash": hash_state(nonce),
+                "p_browser_binding_hash": None if not binding else hash_state(binding),
+            },
         )
         return result
 
@@ -293,8 +314,19 @@ class InstagramService:
         limit = asyncio.Semaphore(_PAGE_LOOKUP_CONCURRENCY)
 
         async def lookup(page: Page) -> _LinkedAccount | None:
-            async with limit:
-                account = await self._graph.page_instagram_account(page.id, page.access_token)
+            if not page.access_token:  # the user lacks a task on this Page that yields a token
+                return None
+            try:
+                async with limit:
+                    account = await self._graph.page_instagram_account(page.id, page.access_token)
+            except (
+                graph_errors.MetaPermissionError,
+                graph_errors.MetaInvalidRequestError,
+                graph_errors.MetaTokenInvalidError,
+            ) as exc:
+                # One Page we may not read must not sink the others; outages still abort the connect.
+                log.warning("oauth.page_skipped", extra={"page_id": page.id, "error_code": exc.code})
+                return None
             return None if account is None else _LinkedAccount(page, account)
 
         found = await asyncio.gather(*(lookup(p) for p in pages))

@@ -74,6 +74,7 @@ class Settings:
     supabase_jwt_secret: Secret = field(default_factory=lambda: Secret(""))
     supabase_jwks_url: str = ""
     environment: str = "production"
+    oauth_bind_browser: bool = True
     worker_concurrency: int = 20
     log_level: str = "INFO"
 
@@ -115,6 +116,8 @@ class Settings:
             supabase_jwt_secret=Secret(get("SUPABASE_JWT_SECRET")),
             supabase_jwks_url=get("SUPABASE_JWKS_URL"),
             environment=get("INSTAGRAM_DM_ENV", "production").lower() or "production",
+            oauth_bind_browser=get("INSTAGRAM_OAUTH_BIND_BROWSER", "true").lower()
+            not in {"0", "false", "no", "off"},
             worker_concurrency=concurrency,
             log_level=get("LOG_LEVEL", "INFO").upper() or "INFO",
         )

@@ -61,6 +61,7 @@ class Completed:
     warning_code: str | None = None
     warning_message: str | None = None
     warning_deadline: datetime | None = None
+    token_version: str | None = None  # of the tokens this refresh started from (see the complete RPC)
 
     def as_result(self) -> dict[str, Any]:
         """The JSON object `instagram_refresh_complete_v1` takes."""
@@ -77,6 +78,7 @@ class Completed:
             "warning_code": self.warning_code,
             "warning_message": self.warning_message,
             "warning_deadline": iso(self.warning_deadline),
+            "token_version": self.token_version,
         }
 
 

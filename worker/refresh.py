@@ -101,6 +101,7 @@ class FacebookLoginRefresher:
             warning_code=warning.code if warning else None,
             warning_message=warning.message if warning else None,
             warning_deadline=warning.deadline if warning else None,
+            token_version=tokens.get("token_version"),
         )
 
 

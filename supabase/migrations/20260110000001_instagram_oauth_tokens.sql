@@ -23,6 +23,9 @@ create table public.instagram_oauth_states (
   created_at timestamptz not null default now(),
   expires_at timestamptz not null,
   consumed_at timestamptz,
+  -- SHA-256 of a second nonce kept in an HttpOnly cookie of the browser that called init: the
+  -- callback must come back to that browser (null when the deployment switches binding off).
+  browser_binding_hash text check (browser_binding_hash ~ '^[0-9a-f]{64}$'),
   constraint instagram_oauth_states_state_hash_key unique (state_hash),
   constraint instagram_oauth_states_hash_format check (state_hash ~ '^[0-9a-f]{64}$'),
   constraint instagram_oauth_states_expiry_after_creation check (expires_at > created_at)
@@ -159,7 +162,8 @@ create or replace function public.instagram_oauth_state_create(
   p_user_id uuid,
   p_imo_id uuid,
   p_return_to text,
-  p_ttl_seconds integer default 600
+  p_ttl_seconds integer default 600,
+  p_browser_binding_hash text default null
 )
 returns jsonb
 language plpgsql
@@ -178,17 +182,20 @@ begin
   delete from public.instagram_oauth_states
   where id in (select id from public.instagram_oauth_states where expires_at < now() - interval '1 day' limit 100);
 
-  insert into public.instagram_oauth_states (state_hash, user_id, imo_id, return_to, expires_at)
-  values (p_state_hash, p_user_id, p_imo_id, p_return_to, now() + make_interval(secs => p_ttl_seconds))
+  insert into public.instagram_oauth_states (state_hash, user_id, imo_id, return_to, expires_at, browser_binding_hash)
+  values (p_state_hash, p_user_id, p_imo_id, p_return_to, now() + make_interval(secs => p_ttl_seconds),
+          p_browser_binding_hash)
   returning * into v_row;
 
   return jsonb_build_object('id', v_row.id, 'expires_at', v_row.expires_at);
 end
 $$;
-comment on function public.instagram_oauth_state_create(text, uuid, uuid, text, integer) is
+comment on function public.instagram_oauth_state_create(text, uuid, uuid, text, integer, text) is
   'Checks the user is an admin of an IMO whose plan has instagram_messaging, then stores a hashed OAuth state.';
 
-create or replace function public.instagram_oauth_state_consume(p_state_hash text)
+create or replace function public.instagram_oauth_state_consume(
+  p_state_hash text, p_browser_binding_hash text default null
+)
 returns jsonb
 language plpgsql
 security definer
@@ -198,12 +205,25 @@ declare
   v_row public.instagram_oauth_states;
 begin
   -- Atomic single use: of two concurrent callbacks only one update matches consumed_at is null.
+  -- A state is spent by its first use even when that use is refused below.
   update public.instagram_oauth_states
   set consumed_at = now()
   where state_hash = p_state_hash and consumed_at is null and expires_at > now()
   returning * into v_row;
 
   if found then
+    if v_row.browser_binding_hash is not null
+       and v_row.browser_binding_hash is distinct from p_browser_binding_hash then
+      -- Brought back by a browser that did not start it (a forwarded consent link).
+      return jsonb_build_object('status', 'foreign_browser', 'return_to', v_row.return_to);
+    end if;
+    if not exists (
+      select 1 from public.imo_members m
+      where m.imo_id = v_row.imo_id and m.user_id = v_row.user_id and m.role in ('owner', 'admin')
+    ) or not instagram_private.imo_has_feature(v_row.imo_id, 'instagram_messaging') then
+      -- Checked again before anything happens at Meta: the role or the plan may be gone since init.
+      return jsonb_build_object('status', 'not_allowed', 'return_to', v_row.return_to);
+    end if;
     return jsonb_build_object(
       'status', 'ok', 'user_id', v_row.user_id, 'imo_id', v_row.imo_id, 'return_to', v_row.return_to);
   end if;
@@ -217,8 +237,9 @@ begin
     'return_to', v_row.return_to);
 end
 $$;
-comment on function public.instagram_oauth_state_consume(text) is
-  'Consumes a state exactly once; status ok | used | expired | unknown (return_to when known).';
+comment on function public.instagram_oauth_state_consume(text, text) is
+  'Consumes a state exactly once; status ok | used | expired | unknown | foreign_browser | not_allowed '
+  '(return_to when known).';
 
 /** --- Section: storing integrations --- */
 
@@ -331,6 +352,8 @@ begin
     'instagram_business_account_id', v_row.instagram_business_account_id,
     'token_expires_at', v_row.token_expires_at,
     'data_access_expires_at', v_row.data_access_expires_at,
+    -- Changes whenever new tokens are stored (reconnect, refresh): lets a refresh notice it raced one.
+    'token_version', encode(sha256(v_row.user_access_token_encrypted), 'hex'),
     'user_token', instagram_private.decrypt_token(v_row.user_access_token_encrypted, v_row.token_key_fingerprint, p_key),
     'page_token', instagram_private.decrypt_token(v_row.page_access_token_encrypted, v_row.token_key_fingerprint, p_key));
 end
@@ -594,8 +617,8 @@ comment on function public.instagram_rotate_key_batch(text, text, integer) is
 
 /** --- Section: grants --- */
 
-revoke execute on function public.instagram_oauth_state_create(text, uuid, uuid, text, integer) from public, anon, authenticated;
-revoke execute on function public.instagram_oauth_state_consume(text) from public, anon, authenticated;
+revoke execute on function public.instagram_oauth_state_create(text, uuid, uuid, text, integer, text) from public, anon, authenticated;
+revoke execute on function public.instagram_oauth_state_consume(text, text) from public, anon, authenticated;
 revoke execute on function public.instagram_store_integrations(uuid, uuid, text, text, timestamptz, timestamptz, text[], jsonb) from public, anon, authenticated;
 revoke execute on function public.instagram_integration_tokens(uuid, text) from public, anon, authenticated;
 revoke execute on function public.instagram_integration_status_for_user(uuid, uuid) from public, anon, authenticated;
@@ -607,8 +630,8 @@ revoke execute on function instagram_private.integration_status_json(uuid) from 
 revoke execute on function public.instagram_integration_status(uuid) from public, anon;
 revoke execute on function public.instagram_disconnect(uuid) from public, anon;
 
-grant execute on function public.instagram_oauth_state_create(text, uuid, uuid, text, integer) to service_role;
-grant execute on function public.instagram_oauth_state_consume(text) to service_role;
+grant execute on function public.instagram_oauth_state_create(text, uuid, uuid, text, integer, text) to service_role;
+grant execute on function public.instagram_oauth_state_consume(text, text) to service_role;
 grant execute on function public.instagram_store_integrations(uuid, uuid, text, text, timestamptz, timestamptz, text[], jsonb) to service_role;
 grant execute on function public.instagram_integration_tokens(uuid, text) to service_role;
 grant execute on function public.instagram_integration_status_for_user(uuid, uuid) to service_role;

@@ -280,6 +280,10 @@ begin
     if not found or v_int.status <> 'connected' then
       continue;  -- disconnected while we refreshed: never resurrect its tokens
     end if;
+    if v_result ? 'token_version' and v_result ->> 'token_version'
+       is distinct from encode(sha256(v_int.user_access_token_encrypted), 'hex') then
+      continue;  -- reconnected (new tokens stored) while we refreshed the old ones: keep the newer grant
+    end if;
     if v_int.token_key_fingerprint is distinct from v_fingerprint then
       raise exception 'encryption_key_mismatch' using errcode = 'P0001',
         detail = 'The stored tokens were encrypted with a different INSTAGRAM_TOKEN_ENCRYPTION_KEY.';

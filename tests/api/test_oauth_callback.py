@@ -10,10 +10,12 @@ import asyncpg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from starlette.testclient import TestClient
 
 from instagram_dm.service import InstagramService
+from instagram_dm.settings import Settings
 from sandbox import fixtures as fb
-from tests.fixtures.api import CALLBACK, RETURN_URL, TOKEN_KEY, Browser
+from tests.fixtures.api import CALLBACK, INIT, RETURN_URL, TOKEN_KEY, Browser, user_token
 from tests.fixtures.database import DEMO_IMO
 
 INTEGRATIONS = "select count(*) from public.instagram_integrations"
@@ -152,7 +154,10 @@ async def test_two_concurrent_callbacks_exactly_one_wins(
     """Two callbacks racing with one state: exactly one connects, the other gets invalid_state."""
     url = _callback_url(browser)
     params = {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
-    results = await asyncio.gather(service.complete_connection(params), service.complete_connection(params))
+    cookies = dict(browser.client.cookies)
+    results = await asyncio.gather(
+        service.complete_connection(params, cookies), service.complete_connection(params, cookies)
+    )
     assert sorted(r.ok for r in results) == [False, True]
     assert [r.reason for r in results if not r.ok] == ["invalid_state"]
     assert await pg.fetchval(INTEGRATIONS) == 1
@@ -258,6 +263,8 @@ async def test_user_demoted_before_callback_is_not_connected(
     result = browser.callback(url)
     assert result.query["reason"] == ["not_allowed"]
     assert await pg.fetchval(INTEGRATIONS) == 0
+    state = browser.sandbox.state()
+    assert state["code_exchanges"] == {} and state["subscriptions"] == {}  # refused before any Meta call
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -293,3 +300,55 @@ async def test_logs_never_contain_tokens_codes_or_state(
     assert caplog.records, "expected the flow to log"
     for secret in secrets_seen:
         assert secret not in logged
+
+
+async def test_callback_from_another_browser_is_refused(browser: Browser, pg: asyncpg.Connection) -> None:
+    """A consent link forwarded to someone else's browser is refused (session_mismatch) and spends the state."""
+    url = _callback_url(browser)
+    with TestClient(browser.client.app, base_url="http://testserver") as other_browser:
+        other = other_browser.get(url, follow_redirects=False)
+    assert parse_qs(urlsplit(other.headers["location"]).query)["reason"] == ["session_mismatch"]
+    assert browser.callback(url).query["reason"] == ["invalid_state"]  # the starter cannot use it afterwards
+    assert await pg.fetchval(INTEGRATIONS) == 0
+    assert browser.sandbox.state()["code_exchanges"] == {}
+
+
+async def test_binding_cookie_is_httponly_and_scoped_to_the_callback(browser: Browser) -> None:
+    """init sets an HttpOnly, SameSite=Lax cookie on the callback path that expires with the state."""
+    response = browser.init()
+    header = response.headers["set-cookie"]
+    assert header.startswith("ig_oauth_") and "HttpOnly" in header and "SameSite=lax" in header
+    assert "Path=/functions/v1/instagram-oauth-callback" in header and "Max-Age=600" in header
+    state = parse_qs(urlsplit(response.json()["url"]).query)["state"][0]
+    assert state not in header
+
+
+async def test_binding_can_be_switched_off(
+    api_settings: Settings, browser: Browser, pg: asyncpg.Connection
+) -> None:
+    """With INSTAGRAM_OAUTH_BIND_BROWSER=false no cookie is set and any browser may finish the connect."""
+    from dataclasses import replace
+
+    from api.app import create_app
+
+    unbound = replace(api_settings, oauth_bind_browser=False)
+    with TestClient(create_app(unbound), base_url="http://testserver") as starter:
+        init = starter.post(
+            INIT, json={"imo_id": DEMO_IMO}, headers={"Authorization": f"Bearer {user_token()}"}
+        )
+        assert "set-cookie" not in init.headers
+        url = browser.dialog(init.json()["url"], fb_user=fb.ALICE)
+    with TestClient(create_app(unbound), base_url="http://testserver") as other_browser:
+        done = other_browser.get(url, follow_redirects=False)
+    assert "instagram=connected" in done.headers["location"]
+    assert await pg.fetchval(INTEGRATIONS) == 1
+
+
+async def test_an_unreadable_page_does_not_sink_the_others(browser: Browser, pg: asyncpg.Connection) -> None:
+    """When Meta refuses one Page's lookup (permission), the user's other linked Page still connects."""
+    browser.sandbox.fault(
+        r"/v25\.0/101000000000201$", code=10, http_status=403, count=5, message="Permission denied"
+    )
+    result = browser.connect(fb.BOB)
+    assert result.query["instagram"] == ["connected"] and len(result.query["integration_id"]) == 1
+    assert await pg.fetchval("select instagram_username from public.instagram_integrations") == "bob.health"

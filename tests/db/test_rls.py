@@ -151,7 +151,8 @@ async def test_security_definer_functions_pin_an_empty_search_path(pg: asyncpg.C
 async def test_members_may_only_mark_notifications_read(pg: asyncpg.Connection) -> None:
     """Of a notification's columns, an authenticated member may update read_at and nothing else."""
     columns = await pg.fetch(
-        "select column_name from information_schema.columns where table_schema = 'public' and table_name = 'notifications'"
+        "select column_name from information_schema.columns"
+        " where table_schema = 'public' and table_name = 'notifications'"
     )
     updatable = {
         c["column_name"]

@@ -526,3 +526,35 @@ async def test_claim_plan_does_not_depend_on_statistics(pg: asyncpg.Connection, 
     for i in range(20):
         assert len(await claim(db, worker=f"w{i}", limit=10)) == 10
     assert (time.perf_counter() - started) / 20 < 0.05
+
+
+async def test_complete_keeps_tokens_a_reconnect_stored_meanwhile(
+    pg: asyncpg.Connection, db: AsyncpgDatabase
+) -> None:
+    """A refresh that started from tokens replaced by a reconnect finishes its job but stores nothing."""
+    integration_id = await integration(pg)
+    await enqueue(db)
+    (job,) = await claim(db)
+    before = await db.rpc("instagram_integration_tokens", {"p_integration_id": integration_id, "p_key": KEY})
+    await pg.execute(  # an admin reconnects while the worker talks to Meta
+        "update public.instagram_integrations set user_access_token_encrypted ="
+        " instagram_private.encrypt_token('user-reconnected', $2) where id = $1",
+        integration_id,
+        KEY,
+    )
+    result = {
+        "job_id": job["id"],
+        "user_token": "user-refreshed-from-old",
+        "token_expires_at": "2030-01-01T00:00:00+00:00",
+        "token_version": before["token_version"],
+    }
+    done = await db.rpc(
+        "instagram_refresh_complete_v1", {"p_worker": "w1", "p_key": KEY, "p_results": [result]}
+    )
+    assert done == {"completed": 1, "stale": 0}
+    after = await db.rpc("instagram_integration_tokens", {"p_integration_id": integration_id, "p_key": KEY})
+    assert after["user_token"] == "user-reconnected"
+    assert (
+        await pg.fetchval("select state from public.instagram_refresh_jobs where id = $1", job["id"])
+        == "completed"
+    )
