@@ -137,7 +137,7 @@ as $$
 $$;
 comment on function instagram_private.user_imo_ids() is 'IMOs the calling user belongs to (for RLS policies).';
 
-create or replace function instagram_private.is_imo_admin(p_imo_id uuid)
+create or replace function instagram_private.user_is_imo_admin(p_user_id uuid, p_imo_id uuid)
 returns boolean
 language sql stable
 security definer
@@ -145,8 +145,19 @@ set search_path = ''
 as $$
   select exists (
     select 1 from public.imo_members m
-    where m.imo_id = p_imo_id and m.user_id = (select auth.uid()) and m.role in ('owner', 'admin')
+    where m.imo_id = p_imo_id and m.user_id = p_user_id and m.role in ('owner', 'admin')
   )
+$$;
+comment on function instagram_private.user_is_imo_admin(uuid, uuid) is
+  'Is the user an owner or admin of the IMO? (service side: the caller vouches for the user id)';
+
+create or replace function instagram_private.is_imo_admin(p_imo_id uuid)
+returns boolean
+language sql stable
+security definer
+set search_path = ''
+as $$
+  select instagram_private.user_is_imo_admin((select auth.uid()), p_imo_id)
 $$;
 comment on function instagram_private.is_imo_admin(uuid) is 'Is the calling user an owner or admin of the IMO?';
 
@@ -166,9 +177,11 @@ $$;
 comment on function instagram_private.imo_has_feature(uuid, text) is 'Does the IMO''s current plan include the feature?';
 
 revoke all on function instagram_private.user_imo_ids() from public, anon;
+revoke all on function instagram_private.user_is_imo_admin(uuid, uuid) from public, anon, authenticated;
 revoke all on function instagram_private.is_imo_admin(uuid) from public, anon;
 revoke all on function instagram_private.imo_has_feature(uuid, text) from public, anon;
 grant execute on function instagram_private.user_imo_ids() to authenticated, service_role;
+grant execute on function instagram_private.user_is_imo_admin(uuid, uuid) to service_role;
 grant execute on function instagram_private.is_imo_admin(uuid) to authenticated, service_role;
 grant execute on function instagram_private.imo_has_feature(uuid, text) to authenticated, service_role;
 

@@ -139,10 +139,7 @@ security definer
 set search_path = ''
 as $$
 begin
-  if not exists (
-    select 1 from public.imo_members m
-    where m.imo_id = p_imo_id and m.user_id = p_user_id and m.role in ('owner', 'admin')
-  ) then
+  if not instagram_private.user_is_imo_admin(p_user_id, p_imo_id) then
     raise exception 'not_imo_admin' using errcode = '42501',
       detail = 'Only an owner or admin of the IMO can connect Instagram.';
   end if;
@@ -217,10 +214,8 @@ begin
       -- Brought back by a browser that did not start it (a forwarded consent link).
       return jsonb_build_object('status', 'foreign_browser', 'return_to', v_row.return_to);
     end if;
-    if not exists (
-      select 1 from public.imo_members m
-      where m.imo_id = v_row.imo_id and m.user_id = v_row.user_id and m.role in ('owner', 'admin')
-    ) or not instagram_private.imo_has_feature(v_row.imo_id, 'instagram_messaging') then
+    if not instagram_private.user_is_imo_admin(v_row.user_id, v_row.imo_id)
+       or not instagram_private.imo_has_feature(v_row.imo_id, 'instagram_messaging') then
       -- Checked again before anything happens at Meta: the role or the plan may be gone since init.
       return jsonb_build_object('status', 'not_allowed', 'return_to', v_row.return_to);
     end if;
@@ -441,10 +436,7 @@ begin
   if not found then
     raise exception 'integration_not_found' using errcode = 'P0002', detail = 'No such Instagram integration.';
   end if;
-  if not exists (
-    select 1 from public.imo_members m
-    where m.imo_id = v_row.imo_id and m.user_id = p_actor and m.role in ('owner', 'admin')
-  ) then
+  if not instagram_private.user_is_imo_admin(p_actor, v_row.imo_id) then
     -- Same answer whether the row exists in another IMO or not at all: no probing across tenants.
     raise exception 'integration_not_found' using errcode = 'P0002', detail = 'No such Instagram integration.';
   end if;
