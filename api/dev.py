@@ -6,13 +6,13 @@ page that reads the status RPC. Never mounted in production.
 from __future__ import annotations
 
 import html
-import time
 from urllib.parse import parse_qs
 
-import jwt
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
+
+from instagram_dm.auth import mint_user_token
 
 DEMO_IMO = "00000000-0000-4000-8000-0000000000a1"
 DEMO_ADMIN = "00000000-0000-4000-8000-0000000000b1"
@@ -25,16 +25,7 @@ button{{font-size:1rem;padding:.5rem 1rem}} .note{{background:#f4f4f4;padding:.6
 
 
 def _dev_token(request: Request) -> str:
-    secret = request.state.settings.supabase_jwt_secret.reveal()
-    now = int(time.time())
-    claims = {
-        "sub": DEMO_ADMIN,
-        "aud": "authenticated",
-        "role": "authenticated",
-        "iat": now,
-        "exp": now + 900,
-    }
-    return jwt.encode(claims, secret, algorithm="HS256")
+    return mint_user_token(request.state.settings.supabase_jwt_secret.reveal(), DEMO_ADMIN, ttl=900)
 
 
 async def connect_page(request: Request) -> Response:

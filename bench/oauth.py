@@ -11,13 +11,12 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import time
 from urllib.parse import urlsplit
 
 import httpx
-import jwt
 
 from bench._servers import JWT_SECRET, percentile, servers
+from instagram_dm.auth import mint_user_token
 
 DEMO_IMO = "00000000-0000-4000-8000-0000000000a1"
 DEMO_ADMIN = "00000000-0000-4000-8000-0000000000b1"
@@ -33,12 +32,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=300)
     parser.add_argument("--warmup", type=int, default=20)
     args = parser.parse_args()
-    now = int(time.time())
-    token = jwt.encode(
-        {"sub": DEMO_ADMIN, "aud": "authenticated", "role": "authenticated", "iat": now, "exp": now + 3600},
-        JWT_SECRET,
-        algorithm="HS256",
-    )
+    token = mint_user_token(JWT_SECRET, DEMO_ADMIN)
     init_ms: list[float] = []
     callback_ms: list[float] = []
     with servers() as (sandbox_url, api_url, _env), httpx.Client(timeout=10) as http:

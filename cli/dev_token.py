@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import time
-
-import jwt
 
 from instagram_dm import errors
+from instagram_dm.auth import mint_user_token
 from instagram_dm.settings import Settings
 
 DEMO_ADMIN = "00000000-0000-4000-8000-0000000000b1"
+LOCAL_ISSUER = "http://127.0.0.1:54321/auth/v1"  # what the local Supabase stack puts in iss
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -22,21 +21,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.set_defaults(func=run)
 
 
-def mint(secret: str, user_id: str, ttl: int) -> str:
-    now = int(time.time())
-    claims = {
-        "iss": "http://127.0.0.1:54321/auth/v1",
-        "sub": user_id,
-        "aud": "authenticated",
-        "role": "authenticated",
-        "iat": now,
-        "exp": now + ttl,
-    }
-    return jwt.encode(claims, secret, algorithm="HS256")
-
-
 def run(args: argparse.Namespace, settings: Settings) -> int:
     if not settings.supabase_jwt_secret:
         raise errors.ConfigError("SUPABASE_JWT_SECRET is not set; dev-token signs HS256 tokens with it")
-    print(mint(settings.supabase_jwt_secret.reveal(), args.user, args.ttl))
+    print(mint_user_token(settings.supabase_jwt_secret.reveal(), args.user, ttl=args.ttl, iss=LOCAL_ISSUER))
     return 0

@@ -67,6 +67,14 @@ _MESSAGES = {
 }
 
 
+def mint_user_token(secret: str, user_id: str, *, ttl: int = 3600, **claims: Any) -> str:
+    """An HS256 user access token shaped like Supabase Auth's (development, demos and tests only);
+    `claims` add to or override the standard ones."""
+    now = int(time.time())
+    payload = {"sub": user_id, "aud": AUDIENCE, "role": "authenticated", "iat": now, "exp": now + ttl}
+    return jwt.encode(payload | claims, secret, algorithm="HS256")
+
+
 def _reject(code: str) -> AuthError:
     if code == "auth_unavailable":
         return AuthUnavailableError(_MESSAGES[code], code=code)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -218,7 +218,3 @@ class Settings:
 
     def _webhook_problems(self) -> list[str]:
         return self._secret_problem("INSTAGRAM_WEBHOOK_VERIFY_TOKEN", self.webhook_verify_token.reveal())
-
-    def __repr__(self) -> str:
-        shown = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self))
-        return f"Settings({shown})"

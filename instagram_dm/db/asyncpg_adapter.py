@@ -14,30 +14,20 @@ import json
 import re
 import uuid
 from collections.abc import AsyncIterator, Mapping
-from datetime import date, datetime, time
-from decimal import Decimal
+from datetime import date, datetime
 from typing import Any
 
 import asyncpg
 
 from instagram_dm import errors
-from instagram_dm.db.port import check_identifier, translate_error
+from instagram_dm.db.port import check_identifier, json_default, translate_error
 
 _check_ident = check_identifier
 _ARGUMENT_POSITION = re.compile(r"query argument \$(\d+)")
 
 
-def _json_default(value: object) -> Any:
-    """Encode what the supabase adapter also sends inside jsonb: ISO dates, UUID and Decimal strings."""
-    if isinstance(value, datetime | date | time):
-        return value.isoformat()
-    if isinstance(value, uuid.UUID | Decimal):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
-
-
 def _json_encode(value: Any) -> str:
-    return json.dumps(value, default=_json_default, allow_nan=False)
+    return json.dumps(value, default=json_default, allow_nan=False)
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:

@@ -12,7 +12,10 @@ RPC convention (see README "RPCs"): every function is called by name with named 
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import AsyncIterator, Mapping
+from datetime import date, datetime, time
+from decimal import Decimal
 from typing import Any, Protocol
 
 from instagram_dm import errors
@@ -41,6 +44,16 @@ _BY_MESSAGE: dict[str, type[errors.InstagramDMError]] = {
     "invalid_state": errors.OAuthStateError,
     "encryption_key_mismatch": errors.EncryptionKeyMismatchError,
 }
+
+
+def json_default(value: object) -> Any:
+    """`json.dumps(default=...)` for RPC arguments, the same for both adapters: ISO dates and times,
+    UUID and Decimal as strings (PostgREST casts a JSON string to numeric without losing digits)."""
+    if isinstance(value, datetime | date | time):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID | Decimal):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
 
 
 def check_identifier(name: str) -> str:

@@ -20,11 +20,7 @@ raise, then into our tree:
 from __future__ import annotations
 
 import json
-import math
-import uuid
 from collections.abc import Awaitable, Mapping
-from datetime import date, datetime, time
-from decimal import Decimal
 from typing import Any, cast
 
 import httpx
@@ -32,28 +28,15 @@ from postgrest import APIError
 from postgrest.exceptions import generate_default_error_message
 
 from instagram_dm import errors
-from instagram_dm.db.port import Notifications, check_identifier, translate_error
+from instagram_dm.db.port import Notifications, check_identifier, json_default, translate_error
 from supabase import AsyncClient, AsyncClientOptions, acreate_client
 
 _GATEWAY_DOWN = frozenset({502, 503, 504})
 
 
 def _jsonable(value: Any) -> Any:
-    if isinstance(value, datetime | date | time):
-        return value.isoformat()
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    if isinstance(value, Decimal):
-        return str(value)  # PostgREST casts a JSON string to numeric without losing digits
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError("NaN and infinity are not JSON")
-    if isinstance(value, Mapping):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if value is None or isinstance(value, str | int | float | bool):
-        return value
-    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
+    """What the asyncpg adapter would send, as plain JSON values; TypeError/ValueError if impossible."""
+    return json.loads(json.dumps(value, default=json_default, allow_nan=False))
 
 
 def _params(args: Mapping[str, Any] | None) -> dict[str, Any]:
