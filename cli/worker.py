@@ -7,15 +7,19 @@ import argparse
 import asyncio
 import json
 from datetime import timedelta
+from typing import Any
 
 import httpx
 
+from instagram_dm.backoff import Backoff
 from instagram_dm.bootstrap import open_database
 from instagram_dm.graph import GraphClient
 from instagram_dm.settings import Settings
 from worker import signals
-from worker.backoff import Backoff
-from worker.refresh import FacebookLoginRefresher
+from worker.keys import check_keys
+from worker.kinds.refresh import FacebookLoginRefresher, RefreshKind, refresh_rules
+from worker.kinds.unsubscribe import UnsubscribeKind
+from worker.queue import JobKind
 from worker.runner import Worker, WorkerOptions
 
 DAY = 86_400
@@ -24,9 +28,10 @@ DAY = 86_400
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     worker = sub.add_parser(
         "worker",
-        help="run the background worker (token refresh, page unsubscribes)",
-        description="Claims token refresh jobs (enqueued daily by pg_cron) and Page unsubscriptions and "
-        "runs them. Wakes on NOTIFY with DATABASE_URL, else polls. SIGTERM/SIGINT: graceful stop.",
+        help="run the background worker (every job kind: token refresh, Page unsubscribes)",
+        description="Claims jobs of every kind (token refreshes enqueued daily by pg_cron, Page "
+        "unsubscriptions queued by disconnect) and runs them. Wakes on NOTIFY with DATABASE_URL, else "
+        "polls. SIGTERM/SIGINT: graceful stop.",
     )
     worker.add_argument(
         "--concurrency",
@@ -75,20 +80,25 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
         grace_period=args.grace_period,
         listen=not args.no_listen,
         exit_when_idle=args.exit_when_idle,
-        backoff=Backoff(base=args.retry_base_seconds),
     )
-    return asyncio.run(_run_worker(settings, options, timedelta(days=args.window_days)))
+    backoff = Backoff(base=args.retry_base_seconds)
+    return asyncio.run(_run_worker(settings, options, backoff, timedelta(days=args.window_days)))
 
 
-async def _run_worker(settings: Settings, options: WorkerOptions, window: timedelta) -> int:
+async def _run_worker(settings: Settings, options: WorkerOptions, backoff: Backoff, window: timedelta) -> int:
     db = await open_database(settings, max_size=min(options.concurrency, 10) + 2)
     try:
+        key, previous = settings.token_encryption_key.reveal(), settings.previous_key
+        await check_keys(db, key=key, previous_key=previous)
         limits = httpx.Limits(max_connections=options.concurrency + 10)
         async with httpx.AsyncClient(timeout=httpx.Timeout(15.0, connect=5.0), limits=limits) as http:
             graph = GraphClient.from_settings(settings, http)
-            key = settings.token_encryption_key.reveal()
-            refresher = FacebookLoginRefresher(db, graph, key=key, window=window)
-            worker = Worker(db, refresher, key=key, graph=graph, options=options)
+            refresher = FacebookLoginRefresher(db, graph, key=key, previous_key=previous, window=window)
+            kinds: list[JobKind[Any]] = [
+                RefreshKind(refresher, key=key, previous_key=previous, rules=refresh_rules(backoff)),
+                UnsubscribeKind(db, graph, key=key, previous_key=previous),
+            ]
+            worker = Worker(db, kinds, options=options)
             with signals.on_stop(worker.on_signal):
                 return await worker.run()
     finally:

@@ -14,7 +14,8 @@ default message, and ``code`` is the stable ``snake_case`` code the edges (HTTP 
     │   ├── DatabaseUnavailableError    cannot reach it (503)
     │   ├── RPCNotFoundError            the function is missing: migrations not applied
     │   ├── ConflictError               a unique key or foreign key said no (409)
-    │   └── EncryptionKeyMismatchError  ciphertext was written with another key
+    │   ├── EncryptionKeyMismatchError  ciphertext was written with a key we do not hold
+    │   └── TokenCorruptError           ciphertext under our key that does not decrypt
     ├── OAuthStateError             the OAuth state is unknown, expired or already used
     └── MetaError                   Meta's Graph API answered with an error (see graph.errors)
 
@@ -108,6 +109,12 @@ class EncryptionKeyMismatchError(DatabaseError):
     """The stored tokens were encrypted with a different INSTAGRAM_TOKEN_ENCRYPTION_KEY."""
 
     code = "encryption_key_mismatch"
+
+
+class TokenCorruptError(DatabaseError):
+    """A stored token cannot be decrypted: its ciphertext is damaged."""
+
+    code = "token_corrupt"
 
 
 class OAuthStateError(InstagramDMError):

@@ -62,6 +62,8 @@ class Settings:
     instagram_app_id: str = ""
     instagram_app_secret: Secret = field(default_factory=lambda: Secret(""))
     token_encryption_key: Secret = field(default_factory=lambda: Secret(""))
+    # During a rotation: the key the not-yet-rotated tokens are still encrypted with (read only).
+    token_encryption_key_previous: Secret = field(default_factory=lambda: Secret(""))
     oauth_redirect_uri: str = ""
     return_url: str = ""
     webhook_verify_token: Secret = field(default_factory=lambda: Secret(""))
@@ -104,6 +106,7 @@ class Settings:
             instagram_app_id=get("INSTAGRAM_APP_ID"),
             instagram_app_secret=Secret(get("INSTAGRAM_APP_SECRET")),
             token_encryption_key=Secret(get("INSTAGRAM_TOKEN_ENCRYPTION_KEY")),
+            token_encryption_key_previous=Secret(get("INSTAGRAM_TOKEN_ENCRYPTION_KEY_PREVIOUS")),
             oauth_redirect_uri=get("INSTAGRAM_OAUTH_REDIRECT_URI"),
             return_url=get("INSTAGRAM_RETURN_URL"),
             webhook_verify_token=Secret(get("INSTAGRAM_WEBHOOK_VERIFY_TOKEN")),
@@ -187,7 +190,17 @@ class Settings:
             ]
         if len(key) < MIN_KEY_LENGTH:
             return [f"INSTAGRAM_TOKEN_ENCRYPTION_KEY must be at least {MIN_KEY_LENGTH} characters"]
+        previous = self.token_encryption_key_previous.reveal()
+        if previous and len(previous) < MIN_KEY_LENGTH:
+            return [f"INSTAGRAM_TOKEN_ENCRYPTION_KEY_PREVIOUS must be at least {MIN_KEY_LENGTH} characters"]
+        if previous == key:
+            return ["INSTAGRAM_TOKEN_ENCRYPTION_KEY_PREVIOUS must differ from INSTAGRAM_TOKEN_ENCRYPTION_KEY"]
         return []
+
+    @property
+    def previous_key(self) -> str | None:
+        """The previous encryption key, when a rotation is under way (None otherwise)."""
+        return self.token_encryption_key_previous.reveal() or None
 
     def _oauth_problems(self) -> list[str]:
         out: list[str] = []

@@ -1,50 +1,43 @@
-"""The worker loop.
+"""The worker loop, one for every job kind (see `worker.queue.JobKind`).
 
-One asyncio task per claimed job, never more than ``concurrency`` at once; the loop claims exactly as
-many jobs as it has free slots (`instagram_refresh_claim_v1`), so nothing sits locked and idle. It
-wakes on a NOTIFY (asyncpg transport), a finished job, the poll interval, or a stop request.
-Outcomes are written in batches: every completion gathered since the last pass goes in one
-`instagram_refresh_complete_v1` call; failures go one by one through `instagram_refresh_fail_v1`.
+One asyncio task per claimed job, never more than ``concurrency`` at once and never more than a kind's
+share of them; each kind claims exactly as many jobs as it has free slots, so nothing sits locked and
+idle. The loop wakes on a NOTIFY on any kind's channel (one LISTEN connection for all of them), a
+finished job, the poll interval, or a stop request. Outcomes are written in batches per kind: every
+completion gathered since the last pass goes in one complete call; failures one by one.
 
 Shutdown (`request_stop`, SIGTERM/SIGINT via `worker.signals`): stop claiming, give in-flight jobs
-``grace_period`` seconds, cancel the rest and hand them back with `instagram_refresh_release_v1`
-(no attempt charged). A second signal cuts the grace period short. A crash loses nothing either:
-leases expire and any worker claims the jobs again, and the old token stays stored until a new one is.
+``grace_period`` seconds, cancel the rest and hand them back through each kind's release RPC (no
+attempt charged). A second signal cuts the grace period short. A crash loses nothing either: leases
+expire and any worker claims the jobs again.
+
+A failing job never stops the worker: only errors that no job can survive (a missing RPC, a broken
+configuration) do, with exit status 1 and every job handed back untouched.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
-import random
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from instagram_dm import errors
 from instagram_dm.db.port import Database
-from instagram_dm.graph import GraphClient
-from worker.backoff import Backoff
-from worker.decisions import decide, describe
-from worker.jobs import Completed, Failed, Outcome, RefreshJob
-from worker.unsubscribe import run_unsubscription
+from worker.queue import Done, Failed, Job, JobId, JobKind, Outcome, Queue
 
 log = logging.getLogger(__name__)
 
-CHANNEL = "instagram_refresh_jobs"
-Handler = Callable[[RefreshJob], Awaitable[Completed]]
 # Errors that no retry can fix: the worker stops (exit 1) and hands its jobs back untouched.
-FATAL_ERRORS: tuple[type[errors.InstagramDMError], ...] = (
-    errors.EncryptionKeyMismatchError,
-    errors.RPCNotFoundError,
-    errors.ConfigError,
-)
+FATAL_ERRORS: tuple[type[errors.InstagramDMError], ...] = (errors.RPCNotFoundError, errors.ConfigError)
 
 
 def default_worker_id() -> str:
@@ -65,9 +58,7 @@ class WorkerOptions:
     grace_period: float = 25.0
     listen: bool = True
     job_timeout: float | None = None  # default: half the lease
-    unsubscribe_batch: int = 10
     exit_when_idle: bool = False  # stop once nothing is due and nothing runs (operators, benchmarks)
-    backoff: Backoff = field(default_factory=Backoff)
     worker_id: str = field(default_factory=default_worker_id)
 
     def __post_init__(self) -> None:
@@ -81,35 +72,48 @@ class WorkerOptions:
         return self.job_timeout if self.job_timeout is not None else self.lease_seconds / 2
 
 
+class _Lane:
+    """One kind's share of the worker: its queue, its running tasks and its unwritten outcomes."""
+
+    def __init__(self, kind: JobKind[Any], db: Database, options: WorkerOptions) -> None:
+        if not 0 < kind.share <= 1:
+            raise errors.ConfigError(f"the share of job kind {kind.name} must be in (0, 1]")
+        self.kind = kind
+        self.queue = Queue(db, kind.rpcs, worker_id=options.worker_id)
+        self.limit = max(1, int(options.concurrency * kind.share))
+        self.tasks: dict[asyncio.Task[None], Job] = {}
+        self.outcomes: list[Outcome] = []
+        self.to_release: list[JobId] = []
+        self.want_claim = True
+        self.drained = False  # the last claim found nothing
+
+
 class Worker:
-    """Claims refresh jobs and runs `handler` on each; see the module docstring for the lifecycle."""
+    """Claims jobs of every kind given and runs them; see the module docstring for the lifecycle."""
 
     def __init__(
         self,
         db: Database,
-        handler: Handler,
+        kinds: Sequence[JobKind[Any]],
         *,
-        key: str,
-        graph: GraphClient | None = None,
         options: WorkerOptions | None = None,
         clock: Callable[[], datetime] = _utcnow,
-        rng: random.Random | None = None,
     ) -> None:
+        if not kinds:
+            raise errors.ConfigError("a worker needs at least one job kind")
+        names = [k.name for k in kinds]
+        if len(set(names)) != len(names):
+            raise errors.ConfigError(f"job kinds must have distinct names: {names}")
         self._db = db
-        self._handler = handler
-        self._key = key
-        self._graph = graph
         self.options = options or WorkerOptions()
         self._clock = clock
-        self._rng = rng
+        self._lanes = [_Lane(kind, db, self.options) for kind in kinds]
+        self._by_channel = {lane.kind.channel: lane for lane in self._lanes}
+        self._turn = itertools.cycle(range(len(self._lanes)))
         self._stop = asyncio.Event()
         self._force = asyncio.Event()
         self._wake = asyncio.Event()
-        self._notified = False
-        self._tasks: dict[asyncio.Task[None], RefreshJob] = {}
-        self._outcomes: list[Outcome] = []
-        self._to_release: list[int] = []
-        self._side_task: asyncio.Task[None] | None = None
+        self._signals = 0
         self._exit_code = 0
         self.stats: dict[str, int] = {"claimed": 0, "completed": 0, "failed": 0, "released": 0, "stale": 0}
 
@@ -119,7 +123,7 @@ class Worker:
 
     @property
     def in_flight(self) -> int:
-        return len(self._tasks)
+        return sum(len(lane.tasks) for lane in self._lanes)
 
     def _extra(self, **more: Any) -> dict[str, Any]:
         return {"worker_id": self.worker_id, **more}
@@ -127,17 +131,20 @@ class Worker:
     # ---- stopping --------------------------------------------------------------------------------
 
     def request_stop(self, *, force: bool = False) -> None:
-        """Stop claiming and shut down; `force` (or a second request) skips the grace period."""
-        if self._stop.is_set() or force:
+        """Stop claiming and shut down; `force` skips the grace period."""
+        if force:
             self._force.set()
         self._stop.set()
         self._wake.set()
 
     def on_signal(self, sig: object) -> None:
+        """SIGTERM/SIGINT: the first one stops gracefully, a second one cuts the grace period short."""
+        self._signals += 1
         log.info("worker.stopping", extra=self._extra(signal=str(sig), in_flight=self.in_flight))
-        self.request_stop()
+        self.request_stop(force=self._signals > 1)
 
     def _fatal(self, exc: errors.InstagramDMError) -> None:
+        # However many jobs hit it, a fatal error is one graceful stop: jobs in flight still finish.
         log.critical("worker.fatal", extra=self._extra(error_code=exc.code, error=exc.message))
         self._exit_code = 1
         self.request_stop()
@@ -147,20 +154,18 @@ class Worker:
     async def run(self) -> int:
         """Run until stopped; return the exit status (0 after a clean shutdown, 1 after a fatal error)."""
         opts = self.options
+        listening = opts.listen and self._db.supports_listen
         log.info(
             "worker.started",
             extra=self._extra(
+                kinds=[lane.kind.name for lane in self._lanes],
                 concurrency=opts.concurrency,
                 poll_interval=opts.poll_interval,
                 lease_seconds=opts.lease_seconds,
-                listen=opts.listen and self._db.supports_listen,
+                listen=listening,
             ),
         )
-        listener = (
-            asyncio.create_task(self._listen(), name="worker-listen")
-            if opts.listen and self._db.supports_listen
-            else None
-        )
+        listener = asyncio.create_task(self._listen(), name="worker-listen") if listening else None
         try:
             await self._loop()
         finally:
@@ -174,7 +179,6 @@ class Worker:
 
     async def _loop(self) -> None:
         opts = self.options
-        want_claim = True
         next_poll = time.monotonic()
         while not self._stop.is_set():
             self._wake.clear()
@@ -183,193 +187,171 @@ class Worker:
                 break
             now = time.monotonic()
             if now >= next_poll:
-                want_claim = True
                 next_poll = now + opts.poll_interval
-                self._start_unsubscriptions()
-            if self._notified:
-                self._notified, want_claim = False, True
-            free = opts.concurrency - len(self._tasks)
-            if want_claim and free > 0:
-                jobs = await self._claim(free)
-                for job in jobs:
-                    self._spawn(job)
-                # A full batch suggests more are due: claim again as soon as a slot frees up.
-                want_claim = len(jobs) == free
-                if opts.exit_when_idle and not jobs and self._idle():
-                    break
-            if self._outcomes or self._stop.is_set():
+                for lane in self._lanes:
+                    lane.want_claim = True
+            await self._claim_round()
+            if self._stop.is_set():
+                break
+            if opts.exit_when_idle and self._idle():
+                break
+            if any(lane.outcomes for lane in self._lanes):
                 continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=max(0.0, next_poll - time.monotonic()))
 
-    async def _claim(self, limit: int) -> list[RefreshJob]:
+    async def _claim_round(self) -> None:
+        """Each lane that wants work claims its free slots; the lane that goes first takes turns."""
+        first = next(self._turn)
+        for lane in self._lanes[first:] + self._lanes[:first]:
+            free = min(lane.limit - len(lane.tasks), self.options.concurrency - self.in_flight)
+            if not lane.want_claim or free <= 0:
+                continue
+            jobs = await self._claim(lane, free)
+            for job in jobs:
+                self._spawn(lane, job)
+            lane.drained = not jobs
+            # A full batch suggests more are due: claim again as soon as a slot frees up.
+            lane.want_claim = len(jobs) == free
+
+    async def _claim(self, lane: _Lane, limit: int) -> list[Job]:
         try:
-            rows = await self._db.rpc(
-                "instagram_refresh_claim_v1",
-                {"p_worker": self.worker_id, "p_limit": limit, "p_lease_seconds": self.options.lease_seconds},
-            )
+            rows = await lane.queue.claim(limit, lease_seconds=self.options.lease_seconds)
         except FATAL_ERRORS as exc:
             self._fatal(exc)
             return []
         except errors.DatabaseError as exc:
-            log.warning("worker.claim_failed", extra=self._extra(error_code=exc.code))
+            log.warning("worker.claim_failed", extra=self._extra(kind=lane.kind.name, error_code=exc.code))
             return []
-        jobs = [RefreshJob.from_row(row) for row in rows or []]
+        jobs = [lane.kind.parse(row) for row in rows]
         if jobs:
             self.stats["claimed"] += len(jobs)
-            log.debug("refresh.claimed", extra=self._extra(count=len(jobs)))
+            log.debug("job.claimed", extra=self._extra(kind=lane.kind.name, count=len(jobs)))
         return jobs
 
-    def _spawn(self, job: RefreshJob) -> None:
-        task = asyncio.create_task(self._run_job(job), name=f"refresh-job-{job.id}")
-        self._tasks[task] = job
-        task.add_done_callback(self._on_done)
+    def _spawn(self, lane: _Lane, job: Job) -> None:
+        task = asyncio.create_task(self._run_job(lane, job), name=f"{lane.kind.name}-job-{job.id}")
+        lane.tasks[task] = job
 
-    def _on_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.pop(task, None)
-        self._wake.set()
+        def done(finished: asyncio.Task[None]) -> None:
+            lane.tasks.pop(finished, None)
+            self._wake.set()
 
-    async def _run_job(self, job: RefreshJob) -> None:
+        task.add_done_callback(done)
+
+    async def _run_job(self, lane: _Lane, job: Job) -> None:
         started = time.monotonic()
+        kind = lane.kind
         try:
             async with asyncio.timeout(self.options.effective_job_timeout):
-                completed = await self._handler(job)
+                result = await kind.run(job, worker_id=self.worker_id)
         except FATAL_ERRORS as exc:
-            self._to_release.append(job.id)
+            lane.to_release.append(job.id)
             self._fatal(exc)
-            return
         except Exception as exc:
-            info = describe(exc)
-            failed = decide(info, job, now=self._clock(), backoff=self.options.backoff, rng=self._rng)
+            failed = kind.decide(exc, job, now=self._clock())
             log.warning(
-                "refresh.failed",
-                extra=job.log_extra(
-                    worker_id=self.worker_id,
-                    error_kind=info.kind,
-                    error_code=info.code,
-                    error=info.message,
-                    action=failed.action,
-                    run_at=failed.run_at,
-                ),
+                "job.failed",
+                extra={
+                    **job.log_extra(),
+                    "kind": kind.name,
+                    "worker_id": self.worker_id,
+                    "error_code": failed.error_code,
+                    "error": failed.error_message,
+                    "action": failed.action,
+                    "run_at": failed.run_at,
+                },
             )
-            self._outcomes.append(failed)
+            lane.outcomes.append(failed)
         else:
-            log.info(
-                "refresh.completed",
-                extra=job.log_extra(
-                    worker_id=self.worker_id,
-                    stored=completed.user_token is not None,
-                    token_expires_at=completed.token_expires_at,
-                    warning=completed.warning_code,
-                    elapsed_ms=round((time.monotonic() - started) * 1000, 1),
-                ),
-            )
-            self._outcomes.append(completed)
+            elapsed = round((time.monotonic() - started) * 1000, 1)
+            log.debug("job.completed", extra={**job.log_extra(), "kind": kind.name, "elapsed_ms": elapsed})
+            lane.outcomes.append(Done(job, result))
 
     async def _flush(self) -> None:
-        """Write the outcomes gathered so far: completions in one call, failures one by one."""
-        if not self._outcomes:
+        for lane in self._lanes:
+            await self._flush_lane(lane)
+
+    async def _flush_lane(self, lane: _Lane) -> None:
+        """Write the lane's outcomes so far: completions in one call, failures one by one."""
+        if not lane.outcomes:
             return
-        outcomes, self._outcomes = self._outcomes, []
-        completed = [o for o in outcomes if isinstance(o, Completed)]
+        outcomes, lane.outcomes = lane.outcomes, []
+        done = [o for o in outcomes if isinstance(o, Done)]
         failed = [o for o in outcomes if isinstance(o, Failed)]
-        if completed:
-            try:
-                result = await self._db.rpc(
-                    "instagram_refresh_complete_v1",
-                    {
-                        "p_worker": self.worker_id,
-                        "p_key": self._key,
-                        "p_results": [c.as_result() for c in completed],
-                    },
-                )
-            except FATAL_ERRORS as exc:
-                self._to_release.extend(c.job_id for c in completed)
-                self._fatal(exc)
-            except errors.DatabaseError as exc:
-                # Keep them for the next pass; the lease outlives a short database hiccup.
-                extra = self._extra(error_code=exc.code, count=len(completed))
-                log.warning("worker.complete_failed", extra=extra)
-                self._outcomes.extend(completed)
-                await asyncio.sleep(min(1.0, self.options.poll_interval))
-            else:
-                self.stats["completed"] += int(result.get("completed", 0))
-                stale = int(result.get("stale", 0))
-                if stale:
-                    self.stats["stale"] += stale
-                    log.warning("refresh.lease_lost", extra=self._extra(count=stale))
+        kind = lane.kind.name
+        if done:
+            await self._complete(lane, done, failed)
         for failure in failed:
             try:
-                await self._db.rpc(
-                    "instagram_refresh_fail_v1",
-                    {
-                        "p_job_id": failure.job_id,
-                        "p_worker": self.worker_id,
-                        "p_action": failure.action,
-                        "p_run_at": failure.run_at,
-                        "p_error_code": failure.error_code,
-                        "p_error_message": failure.error_message,
-                    },
-                )
+                await lane.queue.fail(failure)
                 self.stats["failed"] += 1
             except errors.DatabaseError as exc:
-                log.warning(
-                    "worker.fail_failed", extra=self._extra(job_id=failure.job_id, error_code=exc.code)
-                )
+                extra = self._extra(kind=kind, job_id=failure.job_id, error_code=exc.code)
+                log.warning("worker.fail_failed", extra=extra)
+
+    async def _complete(self, lane: _Lane, done: list[Done], failed: list[Failed]) -> None:
+        """Finish `done` in one call. If the database refuses the batch for a reason other than an
+        outage, finish them one by one, so one row it cannot store fails only its own job."""
+        kind = lane.kind.name
+        try:
+            completed, stale = await lane.queue.complete(done, lane.kind.complete_args())
+        except FATAL_ERRORS as exc:
+            lane.to_release.extend(d.job.id for d in done)
+            self._fatal(exc)
+            return
+        except errors.DatabaseUnavailableError as exc:
+            # Keep them for the next pass; the lease outlives a short database hiccup.
+            log.warning(
+                "worker.complete_failed", extra=self._extra(kind=kind, error_code=exc.code, count=len(done))
+            )
+            lane.outcomes.extend(done)
+            await asyncio.sleep(min(1.0, self.options.poll_interval))
+            return
+        except errors.DatabaseError as exc:
+            if len(done) == 1:
+                failed.append(lane.kind.decide(exc, done[0].job, now=self._clock()))
+                return
+            for one in done:
+                await self._complete(lane, [one], failed)
+            return
+        self.stats["completed"] += completed
+        if stale:
+            self.stats["stale"] += stale
+            log.warning("job.lease_lost", extra=self._extra(kind=kind, count=stale))
 
     def _idle(self) -> bool:
-        side_idle = self._side_task is None or self._side_task.done()
-        return not self._tasks and not self._outcomes and side_idle
+        return all(lane.drained and not lane.tasks and not lane.outcomes for lane in self._lanes)
 
     # ---- wake-ups --------------------------------------------------------------------------------
 
     async def _listen(self) -> None:
-        """Set the wake event on every NOTIFY; reconnect after losing the LISTEN connection."""
+        """Wake the loop (and the kind) on every NOTIFY; reconnect after losing the LISTEN connection."""
+        channels = list(self._by_channel)
         while not self._stop.is_set():
             try:
-                notifications = await self._db.listen(CHANNEL)
+                notifications = await self._db.listen(channels)
             except (errors.DatabaseError, NotImplementedError) as exc:
                 log.warning("worker.listen_failed", extra=self._extra(error=type(exc).__name__))
                 await asyncio.sleep(self.options.poll_interval)
                 continue
             try:
-                async for _payload in notifications:
-                    self._notified = True
-                    self._wake.set()
+                async for notification in notifications:
+                    lane = self._by_channel.get(notification.channel)
+                    if lane is not None:
+                        lane.want_claim = True
+                        self._wake.set()
             except errors.DatabaseError:
                 log.warning("worker.listen_lost", extra=self._extra())
                 await asyncio.sleep(min(1.0, self.options.poll_interval))
             finally:
                 await notifications.close()
 
-    # ---- page unsubscriptions (second job kind) ----------------------------------------------------
-
-    def _start_unsubscriptions(self) -> None:
-        if self._graph is None or self.options.unsubscribe_batch < 1:
-            return
-        if self._side_task is not None and not self._side_task.done():
-            return
-        self._side_task = asyncio.create_task(self._unsubscriptions(), name="worker-unsubscribe")
-
-    async def _unsubscriptions(self) -> None:
-        assert self._graph is not None  # noqa: S101  # _start_unsubscriptions checked it
-        try:
-            items = await self._db.rpc(
-                "instagram_unsubscribe_claim", {"p_key": self._key, "p_limit": self.options.unsubscribe_batch}
-            )
-            if items:
-                graph = self._graph
-                await asyncio.gather(*(run_unsubscription(self._db, graph, item) for item in items))
-        except FATAL_ERRORS as exc:
-            self._fatal(exc)
-        except errors.DatabaseError as exc:
-            log.warning("unsubscribe.claim_failed", extra=self._extra(error_code=exc.code))
-
     # ---- shutdown ----------------------------------------------------------------------------------
 
     async def _shutdown(self) -> None:
         deadline = time.monotonic() + self.options.grace_period
-        waiting = {*self._tasks, *([self._side_task] if self._side_task else [])}
+        waiting: set[asyncio.Task[None]] = {t for lane in self._lanes for t in lane.tasks}
         while waiting and not self._force.is_set():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -378,19 +360,25 @@ class Worker:
             await asyncio.wait({*waiting, forced}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
             forced.cancel()
             waiting = {t for t in waiting if not t.done()}
-        cut_off = [job.id for task, job in self._tasks.items() if not task.done()]
-        everything = [*self._tasks, *([self._side_task] if self._side_task else [])]
-        for task in everything:
-            task.cancel()
-        await asyncio.gather(*everything, return_exceptions=True)
+        for lane in self._lanes:
+            cut_off = [job.id for task, job in lane.tasks.items() if not task.done()]
+            lane.to_release.extend(cut_off)
+            everything = list(lane.tasks)
+            for task in everything:
+                task.cancel()
+            await asyncio.gather(*everything, return_exceptions=True)
         await self._flush()
-        release = [*cut_off, *self._to_release]
-        if release:
-            try:
-                released = await self._db.rpc(
-                    "instagram_refresh_release_v1", {"p_worker": self.worker_id, "p_job_ids": release}
-                )
-                self.stats["released"] += int(released or 0)
-                log.info("refresh.released", extra=self._extra(count=released, job_ids=release))
-            except errors.DatabaseError as exc:
-                log.warning("worker.release_failed", extra=self._extra(error_code=exc.code))
+        for lane in self._lanes:
+            await self._release(lane)
+
+    async def _release(self, lane: _Lane) -> None:
+        if not lane.to_release:
+            return
+        ids, lane.to_release = lane.to_release, []
+        try:
+            released = await lane.queue.release(ids)
+        except errors.DatabaseError as exc:
+            log.warning("worker.release_failed", extra=self._extra(kind=lane.kind.name, error_code=exc.code))
+            return
+        self.stats["released"] += released
+        log.info("job.released", extra=self._extra(kind=lane.kind.name, count=released, job_ids=ids))

@@ -13,14 +13,14 @@ import asyncio
 import json
 import re
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import date, datetime
 from typing import Any
 
 import asyncpg
 
 from instagram_dm import errors
-from instagram_dm.db.port import check_identifier, json_default, translate_error
+from instagram_dm.db.port import Notification, check_identifier, json_default, translate_error
 
 _check_ident = check_identifier
 _ARGUMENT_POSITION = re.compile(r"query argument \$(\d+)")
@@ -71,23 +71,24 @@ def _plain(value: Any) -> Any:
 
 
 class _Listener:
-    def __init__(self, conn: asyncpg.Connection, channel: str) -> None:
+    def __init__(self, conn: asyncpg.Connection, channels: Sequence[str]) -> None:
         self._conn = conn
-        self._channel = channel
-        self._queue: asyncio.Queue[str | None] = asyncio.Queue()
+        self._channels = tuple(channels)
+        self._queue: asyncio.Queue[Notification | None] = asyncio.Queue()
         self._closed = False
 
-    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
-        self._queue.put_nowait(str(payload))
+    def _on_notify(self, _conn: object, _pid: int, channel: str, payload: object) -> None:
+        self._queue.put_nowait(Notification(channel, str(payload)))
 
     def _on_terminate(self, _conn: object) -> None:
         self._queue.put_nowait(None)
 
     async def start(self) -> None:
         self._conn.add_termination_listener(self._on_terminate)
-        await self._conn.add_listener(self._channel, self._on_notify)
+        for channel in self._channels:
+            await self._conn.add_listener(channel, self._on_notify)
 
-    async def __aiter__(self) -> AsyncIterator[str]:
+    async def __aiter__(self) -> AsyncIterator[Notification]:
         while True:
             payload = await self._queue.get()
             if payload is None:
@@ -101,7 +102,8 @@ class _Listener:
         self._queue.put_nowait(None)
         if not self._conn.is_closed():
             try:
-                await self._conn.remove_listener(self._channel, self._on_notify)
+                for channel in self._channels:
+                    await self._conn.remove_listener(channel, self._on_notify)
             finally:
                 await self._conn.close()
 
@@ -183,15 +185,17 @@ class AsyncpgDatabase:
                 f"The database did not answer ({type(exc).__name__})."
             ) from None
 
-    async def listen(self, channel: str) -> _Listener:
-        _check_ident(channel)
+    async def listen(self, channels: Sequence[str]) -> _Listener:
+        channels = (channels,) if isinstance(channels, str) else tuple(channels)
+        for channel in channels:
+            _check_ident(channel)
         try:
             conn = await asyncpg.connect(self._dsn, timeout=10)
         except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
             raise errors.DatabaseUnavailableError(
                 f"Cannot open a LISTEN connection ({type(exc).__name__})."
             ) from None
-        listener = _Listener(conn, channel)
+        listener = _Listener(conn, channels)
         try:
             await listener.start()
         except BaseException:

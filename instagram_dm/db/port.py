@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime, time
 from decimal import Decimal
 from typing import Any, Protocol
@@ -37,12 +38,13 @@ _BY_SQLSTATE: dict[str, type[errors.InstagramDMError]] = {
     "PGRST001": errors.DatabaseUnavailableError,  # PostgREST: internal connection error
     "PGRST002": errors.DatabaseUnavailableError,  # PostgREST: schema cache not loaded yet
     "PGRST003": errors.DatabaseUnavailableError,  # PostgREST: timed out waiting for a pool connection
-    "39000": errors.EncryptionKeyMismatchError,  # pgcrypto: "Wrong key or corrupt data"
+    "39000": errors.TokenCorruptError,  # pgcrypto: "Wrong key or corrupt data" (the fingerprint matched)
 }
 # Codes carried in the message of `raise exception '<code>'` that have a class of their own.
 _BY_MESSAGE: dict[str, type[errors.InstagramDMError]] = {
     "invalid_state": errors.OAuthStateError,
     "encryption_key_mismatch": errors.EncryptionKeyMismatchError,
+    "token_corrupt": errors.TokenCorruptError,
 }
 
 
@@ -86,10 +88,18 @@ def translate_error(sqlstate: str | None, message: str, detail: str | None = Non
     return cls()
 
 
-class Notifications(Protocol):
-    """A stream of NOTIFY payloads on one channel (asyncpg adapter only)."""
+@dataclass(frozen=True)
+class Notification:
+    """One NOTIFY: the channel it came on and its payload."""
 
-    def __aiter__(self) -> AsyncIterator[str]: ...
+    channel: str
+    payload: str
+
+
+class Notifications(Protocol):
+    """A stream of NOTIFYs on one or more channels, over one connection (asyncpg adapter only)."""
+
+    def __aiter__(self) -> AsyncIterator[Notification]: ...
 
     async def close(self) -> None: ...
 
@@ -107,8 +117,8 @@ class Database(Protocol):
         """Raise DatabaseUnavailableError unless the database answers."""
         ...
 
-    async def listen(self, channel: str) -> Notifications:
-        """Subscribe to NOTIFY on `channel`; raises NotImplementedError where unsupported."""
+    async def listen(self, channels: Sequence[str]) -> Notifications:
+        """Subscribe to NOTIFY on each of `channels`; raises NotImplementedError where unsupported."""
         ...
 
     async def close(self) -> None: ...

@@ -20,7 +20,7 @@ raise, then into our tree:
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, cast
 
 import httpx
@@ -139,7 +139,7 @@ class SupabaseDatabase:
     async def ping(self) -> None:
         await self.rpc("instagram_health")
 
-    async def listen(self, channel: str) -> Notifications:
+    async def listen(self, channels: Sequence[str]) -> Notifications:
         raise NotImplementedError("LISTEN is not available over the Supabase REST transport; poll instead")
 
     async def close(self) -> None:

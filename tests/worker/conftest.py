@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,11 +17,13 @@ import asyncpg
 import httpx
 import pytest
 
+from instagram_dm.backoff import Backoff
 from instagram_dm.db.asyncpg_adapter import AsyncpgDatabase
 from instagram_dm.graph import GraphClient, RetryPolicy
 from tests.fixtures.database import DEMO_ADMIN, DEMO_IMO
-from worker.backoff import Backoff
-from worker.refresh import FacebookLoginRefresher
+from worker.kinds.refresh import FacebookLoginRefresher, RefreshKind, refresh_rules
+from worker.kinds.unsubscribe import UnsubscribeKind
+from worker.queue import JobKind
 from worker.runner import Worker, WorkerOptions
 
 KEY = "worker-test-key-0123456789-abcdefghijklmnop"
@@ -103,26 +105,41 @@ async def graph(sandbox: Any) -> AsyncIterator[GraphClient]:
         )
 
 
-FAST = WorkerOptions(
-    concurrency=10,
-    poll_interval=0.05,
-    lease_seconds=30,
-    grace_period=2.0,
-    backoff=Backoff(base=0.01, cap=0.05, margin=0.0),
-)
+FAST = WorkerOptions(concurrency=10, poll_interval=0.05, lease_seconds=30, grace_period=2.0)
+FAST_BACKOFF = Backoff(base=0.01, cap=0.05)
 
 
-def make_worker(db: AsyncpgDatabase, graph: GraphClient, *, key: str = KEY, **options: Any) -> Worker:
-    """A worker with test-speed options (`options` override FAST's fields)."""
+def make_kinds(
+    db: AsyncpgDatabase, graph: GraphClient, *, key: str = KEY, previous_key: str | None = None
+) -> list[JobKind[Any]]:
+    """The worker's two kinds, retrying at test speed."""
+    refresher = FacebookLoginRefresher(db, graph, key=key, previous_key=previous_key)
+    rules = replace(refresh_rules(FAST_BACKOFF), margin=0.0)
+    return [
+        RefreshKind(refresher, key=key, previous_key=previous_key, rules=rules),
+        UnsubscribeKind(db, graph, key=key, previous_key=previous_key, backoff=FAST_BACKOFF),
+    ]
+
+
+def make_worker(
+    db: AsyncpgDatabase,
+    graph: GraphClient,
+    *,
+    key: str = KEY,
+    previous_key: str | None = None,
+    kinds: list[JobKind[Any]] | None = None,
+    **options: Any,
+) -> Worker:
+    """A worker running both kinds with test-speed options (`options` override FAST's fields)."""
     opts = WorkerOptions(**{**FAST.__dict__, "worker_id": f"test-{time.monotonic_ns()}", **options})
-    refresher = FacebookLoginRefresher(db, graph, key=key)
-    return Worker(db, refresher, key=key, graph=graph, options=opts)
+    return Worker(db, kinds or make_kinds(db, graph, key=key, previous_key=previous_key), options=opts)
 
 
 async def run_until(
     workers: list[Worker], done: Callable[[], Awaitable[bool]], *, timeout: float = 15.0
 ) -> list[int]:
     """Run `workers` until `done()` holds, then stop them; return their exit codes."""
+    assert workers, "run_until needs at least one worker"
     tasks = [asyncio.create_task(w.run()) for w in workers]
     try:
         deadline = time.monotonic() + timeout

@@ -234,7 +234,7 @@ async def test_concurrent_claims_never_share_a_job(pg: asyncpg.Connection, db: A
 
 async def complete(db: AsyncpgDatabase, worker: str, results: list[dict[str, Any]], key: str = KEY) -> Any:
     return await db.rpc(
-        "instagram_refresh_complete_v1", {"p_worker": worker, "p_key": key, "p_results": results}
+        "instagram_refresh_complete_v2", {"p_worker": worker, "p_key": key, "p_results": results}
     )
 
 
@@ -549,7 +549,7 @@ async def test_complete_keeps_tokens_a_reconnect_stored_meanwhile(
         "token_version": before["token_version"],
     }
     done = await db.rpc(
-        "instagram_refresh_complete_v1", {"p_worker": "w1", "p_key": KEY, "p_results": [result]}
+        "instagram_refresh_complete_v2", {"p_worker": "w1", "p_key": KEY, "p_results": [result]}
     )
     assert done == {"completed": 1, "stale": 0}
     after = await db.rpc("instagram_integration_tokens", {"p_integration_id": integration_id, "p_key": KEY})

@@ -30,7 +30,7 @@ def start_worker(database_url: str, sandbox: Any, *flags: str) -> subprocess.Pop
         "INSTAGRAM_TOKEN_ENCRYPTION_KEY": KEY,
         "META_GRAPH_BASE_URL": sandbox.url,
         "META_OAUTH_DIALOG_BASE_URL": sandbox.url,
-        "INSTAGRAM_DM_ENV": "test",
+        "INSTAGRAM_DM_ENV": "development",
         "LOG_LEVEL": "WARNING",
     }
     return subprocess.Popen(
@@ -102,3 +102,26 @@ async def test_sigterm_exits_0_after_handing_jobs_back(
             proc.stderr.close()
     rows = await pg.fetch("select state, attempt from public.instagram_refresh_jobs")
     assert {(r["state"], r["attempt"]) for r in rows} == {("available", 0)}
+
+
+async def test_a_worker_whose_keys_open_no_stored_row_exits_1_with_one_line(
+    pg: asyncpg.Connection, db: AsyncpgDatabase, sandbox: Any, database_url: str
+) -> None:
+    """Started with the wrong key for every stored row, the worker claims nothing and says why in one line."""
+    await create_integrations(pg, sandbox, 2, key="the-key-the-tokens-were-stored-with-0123456")
+    await db.rpc("instagram_refresh_enqueue_v1", {})
+    proc = start_worker(database_url, sandbox, "--poll-interval", "0.1")
+    try:
+        assert proc.wait(timeout=20) == 1
+        stderr = proc.stderr.read().decode() if proc.stderr else ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("instagram-dm worker: None of the 2 stored token rows")
+    assert KEY not in stderr
+    assert await job_states(pg) == {"available": 2}

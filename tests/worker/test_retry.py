@@ -1,4 +1,4 @@
-"""Failure -> fate, by Meta error class; and the early warnings after a refresh."""
+"""Failure -> fate, by Meta error class, for each kind's rules; and the early warnings after a refresh."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from instagram_dm import errors
+from instagram_dm.backoff import Backoff
 from instagram_dm.graph import (
     MetaInvalidRequestError,
     MetaOtherError,
@@ -18,12 +19,14 @@ from instagram_dm.graph import (
     MetaTransientError,
 )
 from worker import health
-from worker.backoff import Backoff
-from worker.decisions import decide, describe
-from worker.jobs import RefreshJob
+from worker.kinds.refresh import RefreshJob, refresh_rules
+from worker.kinds.unsubscribe import UnsubscribeJob
+from worker.retry import RetryRules, decide, describe
 
 NOW = datetime(2026, 11, 26, 3, 15, tzinfo=UTC)
-BACKOFF = Backoff(base=30, cap=3600, margin=600, jitter=False)
+BACKOFF = Backoff(base=30, cap=3600, jitter=False)
+REFRESH = refresh_rules(BACKOFF)
+UNSUBSCRIBE = RetryRules(backoff=BACKOFF)
 
 
 def job(
@@ -41,7 +44,15 @@ def job(
 
 
 def fate(exc: BaseException, **kw: object) -> tuple[str, datetime | None]:
-    failed = decide(describe(exc), job(**kw), now=NOW, backoff=BACKOFF)  # type: ignore[arg-type]
+    failed = decide(exc, job(**kw), now=NOW, rules=REFRESH)  # type: ignore[arg-type]
+    return failed.action, failed.run_at
+
+
+def unsubscribe_fate(exc: BaseException, attempt: int = 1) -> tuple[str, datetime | None]:
+    unsubscription = UnsubscribeJob(
+        id="u", attempt=attempt, max_attempts=8, facebook_page_id="p", integration_id=None, still_in_use=False
+    )
+    failed = decide(exc, unsubscription, now=NOW, rules=UNSUBSCRIBE)
     return failed.action, failed.run_at
 
 
@@ -94,6 +105,34 @@ def test_unknown_errors_retry_then_mark_the_integration_error() -> None:
     assert fate(MetaOtherError("policy", meta_code=368))[0] == "retry"
     assert fate(MetaInvalidRequestError("bad", meta_code=100), attempt=10) == ("error", None)
     assert fate(RuntimeError("bug"), attempt=10) == ("error", None)
+
+
+@pytest.mark.parametrize("exc", [errors.EncryptionKeyMismatchError(), errors.TokenCorruptError()])
+def test_an_unreadable_token_fails_its_refresh_at_once_with_the_integration_in_error(exc: Exception) -> None:
+    """Another key's fingerprint or damaged ciphertext: no retry, the integration shows error (and a notification)."""
+    assert fate(exc, attempt=1) == ("error", None)
+
+
+def test_an_unreadable_token_discards_an_unsubscription_at_once() -> None:
+    """An unsubscription whose Page token no key opens is discarded on its first attempt."""
+    assert unsubscribe_fate(errors.TokenCorruptError(), attempt=1) == ("discard", None)
+
+
+def test_unsubscribe_outage_retries_with_the_common_backoff_then_discards() -> None:
+    """The unsubscribe kind retries an outage after base * 2**(n-1) and discards after its last attempt."""
+    assert unsubscribe_fate(MetaTransientError("down", http_status=502), attempt=2) == (
+        "retry",
+        NOW + timedelta(seconds=60),
+    )
+    assert unsubscribe_fate(MetaTransientError("down", http_status=502), attempt=8) == ("discard", None)
+    assert unsubscribe_fate(RuntimeError("bug"), attempt=8) == ("discard", None)
+
+
+def test_retries_of_a_refresh_land_before_the_token_expires() -> None:
+    """With 20 minutes left and a 10-minute margin, the retry is squeezed into the remaining 10 minutes."""
+    action, run_at = fate(MetaTransientError("down", http_status=503), expires_in=timedelta(minutes=20))
+    assert action == "retry" and run_at is not None
+    assert run_at <= NOW + timedelta(minutes=10)
 
 
 def test_database_outage_is_transient() -> None:

@@ -1,4 +1,4 @@
-"""Retry timing: exponential with jitter, and never past the token's expiry."""
+"""The one backoff (Graph in-call retries and every job kind): exponential with jitter, never past a deadline."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from worker.backoff import Backoff
+from instagram_dm.backoff import Backoff
+from instagram_dm.graph import RetryPolicy
 
 NOW = datetime(2026, 11, 26, 3, 15, tzinfo=UTC)
 
@@ -34,15 +35,16 @@ def test_no_retry_after_the_last_attempt() -> None:
 
 def test_no_retry_when_no_time_is_left_before_expiry() -> None:
     """A token expiring inside the safety margin gets no retry (it cannot be refreshed in time)."""
-    backoff = Backoff(margin=600)
     deadline = NOW + timedelta(seconds=300)
-    assert backoff.next_run_at(attempt=1, max_attempts=10, now=NOW, deadline=deadline) is None
+    assert Backoff().next_run_at(attempt=1, max_attempts=10, now=NOW, deadline=deadline, margin=600) is None
 
 
 def test_retries_are_squeezed_before_a_near_expiry() -> None:
     """With an hour left and 9 retries, the next one comes within 1/9 of the remaining budget."""
-    backoff = Backoff(base=3600, cap=6 * 3600, margin=600)
-    run_at = backoff.next_run_at(attempt=1, max_attempts=10, now=NOW, deadline=NOW + timedelta(hours=1))
+    backoff = Backoff(base=3600, cap=6 * 3600)
+    run_at = backoff.next_run_at(
+        attempt=1, max_attempts=10, now=NOW, deadline=NOW + timedelta(hours=1), margin=600
+    )
     assert run_at is not None
     assert run_at - NOW <= timedelta(seconds=(3600 - 600) / 9)
 
@@ -68,13 +70,13 @@ def test_backoff_schedule_never_passes_expiry(
 ) -> None:
     """Failing every attempt, each scheduled retry lands before expiry - margin, and no more than
     max_attempts attempts are ever made."""
-    backoff = Backoff(base=base, cap=cap, margin=margin)
+    backoff = Backoff(base=base, cap=cap)
     rng = random.Random(seed)
     deadline = NOW + timedelta(seconds=budget)
     now, attempt = NOW, 1
     while True:
         run_at = backoff.next_run_at(
-            attempt=attempt, max_attempts=max_attempts, now=now, deadline=deadline, rng=rng
+            attempt=attempt, max_attempts=max_attempts, now=now, deadline=deadline, margin=margin, rng=rng
         )
         if run_at is None:
             break
@@ -82,3 +84,14 @@ def test_backoff_schedule_never_passes_expiry(
         attempt += 1
         now = run_at + timedelta(seconds=rng.uniform(0, run_seconds))  # the attempt runs, then fails
     assert attempt <= max_attempts
+
+
+def test_graph_retry_policy_uses_the_same_backoff() -> None:
+    """The Graph client's in-call delays are the one Backoff's: same doubling, same cap, same jitter."""
+    policy = RetryPolicy(attempts=4, base_delay=0.2, max_delay=0.5, jitter=False)
+    assert [policy.delay(n) for n in (1, 2, 3)] == [
+        Backoff(0.2, 0.5, jitter=False).delay(n) for n in (1, 2, 3)
+    ]
+    assert [policy.delay(n) for n in (1, 2, 3)] == [0.2, 0.4, 0.5]
+    rng_a, rng_b = random.Random(5), random.Random(5)
+    assert RetryPolicy(base_delay=1, max_delay=8).delay(3, rng_a) == Backoff(1, 8).delay(3, rng_b)

@@ -1,0 +1,236 @@
+"""Both job kinds in one worker, against the real database and the Meta sandbox: poison rows, the
+unsubscribe kind's wake-up, retries and shutdown, fair shares, and a key rotation under load."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import asyncpg
+
+from instagram_dm.db.asyncpg_adapter import AsyncpgDatabase
+from instagram_dm.graph import GraphClient
+from tests.fixtures.database import DEMO_ADMIN
+from tests.worker.conftest import (
+    KEY,
+    Connected,
+    all_finished,
+    create_integrations,
+    job_states,
+    make_worker,
+    run_until,
+)
+
+WEEK = 7 * 86_400
+OLD = "the-previous-key-0123456789-abcdefghijklmn"
+FOREIGN = "a-key-left-from-a-restore-0123456789-abcd"
+
+
+async def enqueue(db: AsyncpgDatabase) -> int:
+    return int(await db.rpc("instagram_refresh_enqueue_v1", {"p_window_seconds": WEEK}))
+
+
+async def disconnect(pg: asyncpg.Connection, conn: Connected) -> None:
+    await pg.execute("select instagram_private.disconnect_integration($1, $2)", conn.id, DEMO_ADMIN)
+
+
+async def unsubscription_states(pg: asyncpg.Connection) -> dict[str, int]:
+    rows = await pg.fetch(
+        "select state, count(*) as n from public.instagram_page_unsubscriptions group by state"
+    )
+    return {r["state"]: r["n"] for r in rows}
+
+
+def unsubscriptions_finished(pg: asyncpg.Connection, n: int) -> Any:
+    async def check() -> bool:
+        states = await unsubscription_states(pg)
+        return states.get("completed", 0) + states.get("discarded", 0) >= n
+
+    return check
+
+
+async def test_foreign_key_and_corrupt_rows_fail_alone_and_the_worker_goes_on(
+    pg: asyncpg.Connection, db: AsyncpgDatabase, graph: GraphClient, sandbox: Any
+) -> None:
+    """Of 100 due jobs, two rows under another key and one damaged row fail on their own (integration
+    error + notification); the other 97 are refreshed by a worker that keeps running (exit 0)."""
+    conns = await create_integrations(pg, sandbox, 97)
+    foreign = await create_integrations(pg, sandbox, 2, key=FOREIGN)
+    [corrupt] = await create_integrations(pg, sandbox, 1)
+    await pg.execute(
+        "update public.instagram_integrations set user_access_token_encrypted = '\\x0badc0de'::bytea where id = $1",
+        corrupt.id,
+    )
+    assert await enqueue(db) == 100
+    worker = make_worker(db, graph, concurrency=20)
+    assert await run_until([worker], all_finished(pg, 100), timeout=30) == [0]
+    assert await job_states(pg) == {"completed": 97, "discarded": 3}
+    assert set(sandbox.state()["exchanges"]) == {c.user_id for c in conns}
+    bad = await pg.fetch(
+        "select id::text, status::text, last_error_code from public.instagram_integrations where status <> 'connected'"
+    )
+    assert {(r["id"], r["status"], r["last_error_code"]) for r in bad} == {
+        *((c.id, "error", "encryption_key_mismatch") for c in foreign),
+        (corrupt.id, "error", "token_corrupt"),
+    }
+    notified = await pg.fetch("select data ->> 'integration_id' as id, kind from public.notifications")
+    assert sorted(r["id"] for r in notified) == sorted([*(c.id for c in foreign), corrupt.id])
+
+
+async def test_unsubscribe_is_woken_by_notify_long_before_the_poll(
+    pg: asyncpg.Connection, db: AsyncpgDatabase, graph: GraphClient, sandbox: Any
+) -> None:
+    """With a 60 s poll, the NOTIFY of a disconnect gets the Page unsubscribed within seconds."""
+    [conn] = await create_integrations(pg, sandbox, 1, webhook_subscribed=True)
+    await graph.subscribe_page(conn.page_id, conn.page_token)
+    worker = make_worker(db, graph, poll_interval=60.0)
+    task = asyncio.create_task(worker.run())
+    await asyncio.sleep(0.3)  # the first (empty) claims are behind us; only a NOTIFY can wake it now
+    await disconnect(pg, conn)
+    done = unsubscriptions_finished(pg, 1)
+    for _ in range(250):
+        if await done():
+            break
+        await asyncio.sleep(0.02)
+    worker.request_stop()
+    assert await task == 0
+    assert await unsubscription_states(pg) == {"completed": 1}
+    assert conn.page_id not in sandbox.state()["subscriptions"]
+
+
+async def test_unsubscribe_outage_retries_then_succeeds(
+    pg: asyncpg.Connection, db: AsyncpgDatabase, graph: GraphClient, sandbox: Any
+) -> None:
+    """Meta failing the unsubscribe with 5xx (beyond the in-call retries) leaves it retryable; it completes later."""
+    [conn] = await create_integrations(pg, sandbox, 1, webhook_subscribed=True)
+    await graph.subscribe_page(conn.page_id, conn.page_token)
+    sandbox.fault("subscribed_apps", method="DELETE", http_status=503, code=2, count=4, is_transient=True)
+    await disconnect(pg, conn)
+    await run_until([make_worker(db, graph)], unsubscriptions_finished(pg, 1))
+    row = await pg.fetchrow(
+        "select state, attempt, page_access_token_encrypted from public.instagram_page_unsubscriptions"
+    )
+    assert (row["state"], row["attempt"] >= 2, row["page_access_token_encrypted"]) == (
+        "completed",
+        True,
+        None,
+    )
+    assert conn.page_id not in sandbox.state()["subscriptions"]
+
+
+async def test_unsubscribe_of_an_unreadable_token_is_discarded_without_calling_meta(
+    pg: asyncpg.Connection, db: AsyncpgDatabase, graph: GraphClient, sandbox: Any
+) -> None:
+    """A queued Page token under a key the worker does not hold is discarded at once; Meta is not called."""
+    [conn] = await create_integrations(pg, sandbox, 1, key=FOREIGN, webhook_subscribed=True)
+    await create_integrations(pg, sandbox, 1)  # a row our key opens, so the worker has a reason to run
+    await disconnect(pg, conn)
+    before = sandbox.state()["calls"].get("DELETE /{id}/subscribed_apps", 0)
+    await run_until([make_worker(db, graph)], unsubscriptions_finished(pg, 1))
+    row = await pg.fetchrow(
+        "select state, attempt, last_error_code from public.instagram_page_unsubscriptions"
+    )
+    assert (row["state"], row["attempt"], row["last_error_code"]) == (
+        "discarded",
+        1,
+        "encryption_key_mismatch",
+    )
+    assert sandbox.state()["calls"].get("DELETE /{id}/subscribed_apps", 0) == before
+
+
+async def test_a_page_still_in_use_is_skipped(
+    pg: asyncpg.Connection, db: AsyncpgDatabase, graph: GraphClient, sandbox: Any
+) -> None:
+    """When another connected integration still uses the Page, the unsubscription completes as skipped."""
+    [conn, other] = await create_integrations(pg, sandbox, 2, webhook_subscribed=True)
+    await graph.subscribe_page(conn.page_id, conn.page_token)
+    await pg.execute(  # another integration (another Instagram account) uses the same Page
+        "update public.instagram_integrations set facebook_page_id = $1 where id = $2", conn.page_id, other.id
+    )
+    await disconnect(pg, conn)
+    await run_until([make_worker(db, graph)], unsubscriptions_finished(pg, 1))
+    row = await pg.fetchrow("select state, last_error_code from public.instagram_page_unsubscriptions")
+    assert (row["state"], row["last_error_code"]) == ("completed", "page_in_use")
+    assert conn.page_id in sandbox.state()["subscriptions"]
+
+
+async def test_shutdown_hands_unsubscriptions_back_too(
+    pg: asyncpg.Connection, db: AsyncpgDatabase, graph: GraphClient, sandbox: Any
+) -> None:
+    """An unsubscribe still running when the grace period ends is released (available, attempt 0), not lost."""
+    [conn] = await create_integrations(pg, sandbox, 1, webhook_subscribed=True)
+    await graph.subscribe_page(conn.page_id, conn.page_token)
+    sandbox.latency("subscribed_apps", 2000)
+    await disconnect(pg, conn)
+    worker = make_worker(db, graph, grace_period=0.1)
+    task = asyncio.create_task(worker.run())
+    while await pg.fetchval("select state from public.instagram_page_unsubscriptions") != "running":
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.1)
+    worker.request_stop()
+    assert await task == 0
+    row = await pg.fetchrow("select state, attempt, lease_owner from public.instagram_page_unsubscriptions")
+    assert (row["state"], row["attempt"], row["lease_owner"]) == ("available", 0, None)
+    assert worker.stats["released"] == 1
+
+
+async def test_unsubscribe_gets_a_slot_while_refresh_keeps_every_other_one_busy(
+    pg: asyncpg.Connection, db: AsyncpgDatabase, graph: GraphClient, sandbox: Any
+) -> None:
+    """With 40 slow refreshes queued for 4 slots, a disconnect's unsubscribe still finishes long before them."""
+    await create_integrations(pg, sandbox, 40)
+    [conn] = await create_integrations(pg, sandbox, 1, webhook_subscribed=True, expires_in=60 * 86_400)
+    await graph.subscribe_page(conn.page_id, conn.page_token)
+    sandbox.latency("/oauth/access_token", 300)
+    await enqueue(db)
+    await disconnect(pg, conn)
+    worker = make_worker(db, graph, concurrency=4)
+    task = asyncio.create_task(worker.run())
+    done = unsubscriptions_finished(pg, 1)
+    for _ in range(300):
+        if await done():
+            break
+        await asyncio.sleep(0.02)
+    refreshed = (await job_states(pg)).get("completed", 0)
+    worker.request_stop()
+    await task
+    assert await unsubscription_states(pg) == {"completed": 1}
+    assert refreshed <= 12  # the unsubscribe took one of the first freed slots, not the last
+
+
+async def test_rotate_key_under_a_running_worker_fails_no_job(
+    pg: asyncpg.Connection, db: AsyncpgDatabase, graph: GraphClient, sandbox: Any
+) -> None:
+    """Rotating 60 integrations in small batches while a worker (new key, previous key for reading)
+    refreshes them: every job completes, none fails, and every row ends under the new key."""
+    conns = await create_integrations(pg, sandbox, 60, key=OLD)
+    sandbox.latency("/oauth/access_token", 20, jitter_ms=20)
+    await enqueue(db)
+    worker = make_worker(db, graph, key=KEY, previous_key=OLD, concurrency=8)
+    task = asyncio.create_task(worker.run())
+    remaining = 60
+    while remaining:
+        result = await db.rpc(
+            "instagram_rotate_key_batch", {"p_old_key": OLD, "p_new_key": KEY, "p_batch": 5}
+        )
+        remaining = result["remaining"]
+        await asyncio.sleep(0.01)
+    finished = all_finished(pg, 60)
+    for _ in range(500):
+        if await finished():
+            break
+        await asyncio.sleep(0.02)
+    worker.request_stop()
+    assert await task == 0
+    assert await job_states(pg) == {"completed": 60}
+    assert worker.stats["failed"] == 0
+    fingerprints = await pg.fetch(
+        "select distinct token_key_fingerprint = instagram_private.key_fingerprint($1) as current"
+        " from public.instagram_integrations",
+        KEY,
+    )
+    assert [r["current"] for r in fingerprints] == [True]
+    refreshed = await pg.fetchval(
+        "select count(*) from public.instagram_integrations where last_refreshed_at > now() - interval '1 minute'"
+    )
+    assert refreshed == len(conns)

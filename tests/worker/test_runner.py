@@ -1,0 +1,164 @@
+"""The kind-agnostic loop on its own: an in-memory queue behind the database port and a test kind,
+for the branches a real database reaches only by accident (fatal errors mid-batch, a batch the
+database refuses, an outage while completing)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar
+
+import pytest
+
+from instagram_dm import errors
+from worker.queue import Failed, Job, QueueRPCs
+from worker.retry import RetryRules, decide
+from worker.runner import Worker, WorkerOptions
+
+OPTIONS = WorkerOptions(concurrency=10, poll_interval=0.02, lease_seconds=30, grace_period=5.0, listen=False)
+
+
+@dataclass
+class MemoryQueue:
+    """The four queue RPCs of kind `fake`, in memory (a stand-in for one queue table)."""
+
+    available: list[int]
+    running: set[int] = field(default_factory=set)
+    completed: list[int] = field(default_factory=list)
+    failed: list[tuple[int, str]] = field(default_factory=list)
+    released: list[int] = field(default_factory=list)
+    refuse_batches_with: set[int] = field(default_factory=set)  # complete raises when one of these is in it
+    outages: int = 0  # complete raises DatabaseUnavailableError this many times
+    calls: list[str] = field(default_factory=list)
+    supports_listen: bool = False
+
+    async def rpc(self, name: str, args: Mapping[str, Any] | None = None) -> Any:
+        args = dict(args or {})
+        self.calls.append(name)
+        if name == "fake_claim":
+            taken, self.available = self.available[: args["p_limit"]], self.available[args["p_limit"] :]
+            self.running.update(taken)
+            return [{"id": i, "attempt": 1, "max_attempts": 3} for i in taken]
+        if name == "fake_complete":
+            ids = [r["job_id"] for r in args["p_results"]]
+            if self.outages:
+                self.outages -= 1
+                raise errors.DatabaseUnavailableError()
+            if self.refuse_batches_with & set(ids):
+                raise errors.DatabaseError("cannot store one of these")
+            self.completed += ids
+            self.running -= set(ids)
+            return {"completed": len(ids), "stale": 0}
+        if name == "fake_fail":
+            self.failed.append((args["p_job_id"], args["p_action"]))
+            self.running.discard(args["p_job_id"])
+            return {"stale": False}
+        if name == "fake_release":
+            self.released += args["p_job_ids"]
+            self.running -= set(args["p_job_ids"])
+            return len(args["p_job_ids"])
+        raise errors.RPCNotFoundError()
+
+    async def ping(self) -> None:
+        return None
+
+    async def listen(self, channels: Sequence[str]) -> Any:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        return None
+
+
+class FakeKind:
+    """Runs each job for `seconds`; jobs in `fatal` raise an error no job survives."""
+
+    name: ClassVar[str] = "fake"
+    channel: ClassVar[str] = "fake_jobs"
+    rpcs: ClassVar[QueueRPCs] = QueueRPCs("fake_claim", "fake_complete", "fake_fail", "fake_release")
+
+    def __init__(
+        self, *, seconds: float = 0.0, fatal: frozenset[int] = frozenset(), share: float = 1.0
+    ) -> None:
+        self.seconds = seconds
+        self.fatal = fatal
+        self.share = share
+
+    def complete_args(self) -> Mapping[str, Any]:
+        return {}
+
+    def parse(self, row: Mapping[str, Any]) -> Job:
+        return Job(id=int(row["id"]), attempt=int(row["attempt"]), max_attempts=int(row["max_attempts"]))
+
+    async def run(self, job: Job, *, worker_id: str) -> Mapping[str, Any]:
+        if job.id in self.fatal:
+            raise errors.RPCNotFoundError()
+        await asyncio.sleep(self.seconds)
+        return {}
+
+    def decide(self, exc: BaseException, job: Job, *, now: datetime) -> Failed:
+        return decide(exc, job, now=now, rules=RetryRules())
+
+
+async def test_fatal_errors_in_two_jobs_still_let_the_others_finish() -> None:
+    """Two jobs hitting a fatal error stop the worker (exit 1) gracefully: the 8 jobs in flight complete
+    and the 2 are handed back (a second fatal error is not a second stop request)."""
+    queue = MemoryQueue(available=list(range(10)))
+    kind = FakeKind(seconds=0.3, fatal=frozenset({3, 7}))
+    worker = Worker(queue, [kind], options=OPTIONS)
+    assert await asyncio.wait_for(worker.run(), 10) == 1
+    assert sorted(queue.completed) == [0, 1, 2, 4, 5, 6, 8, 9]
+    assert sorted(queue.released) == [3, 7]
+
+
+async def test_a_batch_the_database_refuses_is_completed_one_by_one() -> None:
+    """When one result in a batch cannot be stored, the others still complete and only that job fails."""
+    queue = MemoryQueue(available=list(range(5)), refuse_batches_with={2})
+    worker = Worker(
+        queue, [FakeKind()], options=WorkerOptions(**{**OPTIONS.__dict__, "exit_when_idle": True})
+    )
+    assert await asyncio.wait_for(worker.run(), 10) == 0
+    assert sorted(queue.completed) == [0, 1, 3, 4]
+    assert queue.failed == [(2, "retry")]
+
+
+async def test_an_outage_while_completing_keeps_the_results_for_the_next_pass() -> None:
+    """complete failing twice with the database unavailable loses nothing: the third pass stores all."""
+    queue = MemoryQueue(available=list(range(3)), outages=2)
+    worker = Worker(
+        queue, [FakeKind()], options=WorkerOptions(**{**OPTIONS.__dict__, "exit_when_idle": True})
+    )
+    assert await asyncio.wait_for(worker.run(), 10) == 0
+    assert sorted(queue.completed) == [0, 1, 2]
+    assert queue.calls.count("fake_complete") >= 3 and queue.failed == []
+
+
+async def test_a_second_signal_cuts_the_grace_period_short() -> None:
+    """One SIGTERM waits for in-flight jobs; a second one releases them at once."""
+    queue = MemoryQueue(available=list(range(2)))
+    worker = Worker(queue, [FakeKind(seconds=30)], options=OPTIONS)
+    task = asyncio.create_task(worker.run())
+    while worker.in_flight < 2:
+        await asyncio.sleep(0.01)
+    worker.on_signal("SIGTERM")
+    await asyncio.sleep(0.1)
+    assert not task.done()
+    worker.on_signal("SIGTERM")
+    assert await asyncio.wait_for(task, 2) == 0
+    assert sorted(queue.released) == [0, 1]
+
+
+def test_a_worker_needs_kinds_with_distinct_names() -> None:
+    """No kind, or two kinds of one name, is a configuration error."""
+    queue = MemoryQueue(available=[])
+    with pytest.raises(errors.ConfigError):
+        Worker(queue, [], options=OPTIONS)
+    with pytest.raises(errors.ConfigError, match="distinct"):
+        Worker(queue, [FakeKind(), FakeKind()], options=OPTIONS)
+
+
+def test_a_share_outside_zero_to_one_is_refused() -> None:
+    """A kind asking for no slots or more than all of them is a configuration error."""
+    with pytest.raises(errors.ConfigError, match="share"):
+        Worker(MemoryQueue(available=[]), [FakeKind(share=0)], options=OPTIONS)
