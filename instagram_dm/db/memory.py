@@ -20,10 +20,10 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from instagram_dm import errors
-from instagram_dm.db.port import ActingUser, Notifications, check_identifier, json_default
+from instagram_dm.db.port import ActingUser, Database, Notifications, check_identifier, json_default
 
 __all__ = ["Call", "InMemoryDatabase"]
 
@@ -167,3 +167,7 @@ class InMemoryDatabase:
             "imo_id": row["imo_id"],
             "return_to": row["return_to"],
         }
+
+
+if TYPE_CHECKING:
+    _satisfies_the_port: Database = InMemoryDatabase()

@@ -131,6 +131,8 @@ class SupabaseDatabase:
         """The same request with the user's JWT as ``Authorization: Bearer`` (``apikey`` stays the
         adapter's key): PostgREST verifies it and runs the function as the user, as for supabase-js."""
         user.database_role()  # refuses service_role and made-up roles before anything is sent
+        if not user.token:
+            raise errors.AuthError("No access token to act as the user with.", code="missing_token")
         return await self._send(name, args, bearer=user.token)
 
     async def _send(self, name: str, args: Mapping[str, Any] | None, *, bearer: str | None) -> Any:

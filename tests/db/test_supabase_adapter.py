@@ -136,6 +136,15 @@ async def test_as_user_domain_errors_map_as_usual(sdb: SupabaseDatabase, postgre
         await sdb.rpc_as_user(acting(), "instagram_disconnect", {"p_integration_id": IMO_ID})
 
 
+async def test_as_user_without_token_refused_before_http(
+    sdb: SupabaseDatabase, postgrest: FakePostgREST
+) -> None:
+    """A caller without a token cannot be acted as over PostgREST (it would silently be anon)."""
+    with pytest.raises(errors.AuthError):
+        await sdb.rpc_as_user(ActingUser(token="", claims={"sub": USER_ID, "role": "authenticated"}), "fn")
+    assert postgrest.requests == []
+
+
 @pytest.mark.parametrize("role", ["service_role", "supabase_admin"])
 async def test_as_user_other_roles_refused_before_http(
     sdb: SupabaseDatabase, postgrest: FakePostgREST, role: str
