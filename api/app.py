@@ -1,7 +1,9 @@
 """The Starlette app: OAuth init + callback, health, and (in development) a demo page.
 
 Resources (HTTP client, Graph client, database, JWT verifier, service) are built once in the
-lifespan and read by handlers from ``request.state``.
+lifespan and read by handlers through :func:`api.resources.resources`. Tests and tools inject the
+seams: a ``database`` (left open: its owner closes it) and an ``http_transport`` used for every
+outgoing request (Graph, JWKS, and Supabase's REST API when the app opens that database itself).
 """
 
 from __future__ import annotations
@@ -9,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from typing import TypedDict
 from urllib.parse import urlsplit
 
 import httpx
@@ -20,6 +21,7 @@ from starlette.routing import Route
 
 from api import dev, routes
 from api import errors as api_errors
+from api.resources import Resources, State
 from api.timing import ServerTimingMiddleware
 from instagram_dm import errors, logs
 from instagram_dm.auth import JWTVerifier
@@ -34,38 +36,45 @@ log = logging.getLogger(__name__)
 SETTINGS_GROUPS = ("meta", "crypto", "oauth", "database", "jwt")
 
 
-class State(TypedDict):
-    settings: Settings
-    db: Database
-    service: InstagramService
-    verifier: JWTVerifier
-
-
 def _origin(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}"
 
 
 def create_app(
-    settings: Settings, *, graph_retry: RetryPolicy | None = None, graph_timeout: float = 10.0
+    settings: Settings,
+    *,
+    database: Database | None = None,
+    http_transport: httpx.AsyncBaseTransport | None = None,
+    graph_retry: RetryPolicy | None = None,
+    graph_timeout: float = 10.0,
 ) -> Starlette:
-    """Build the app; settings are validated here, so a bad config fails before the port is bound."""
-    settings.require(*SETTINGS_GROUPS)
+    """Build the app; settings are validated here, so a bad config fails before the port is bound.
+
+    `database`: use this port instead of opening one from the settings (the app does not close it).
+    `http_transport`: send every outgoing HTTP request through it (``httpx.MockTransport`` in tests).
+    """
+    # An injected database needs no DATABASE_URL / SUPABASE_URL of its own.
+    settings.require(*(g for g in SETTINGS_GROUPS if database is None or g != "database"))
     logs.install_redaction()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[State]:
-        http = httpx.AsyncClient(timeout=httpx.Timeout(graph_timeout, connect=min(graph_timeout, 5.0)))
-        db = await open_database(settings)
-        try:
+        async with contextlib.AsyncExitStack() as stack:
+            http = httpx.AsyncClient(
+                timeout=httpx.Timeout(graph_timeout, connect=min(graph_timeout, 5.0)),
+                transport=http_transport,
+            )
+            stack.push_async_callback(http.aclose)
+            db = database
+            if db is None:
+                db = await open_database(settings, http=http if http_transport is not None else None)
+                stack.push_async_callback(db.close)
             graph = GraphClient.from_settings(settings, http, retry=graph_retry)
             service = InstagramService(db=db, graph=graph, settings=settings)
             verifier = JWTVerifier.from_settings(settings, http)
             log.info("api.started", extra={"environment": settings.environment})
-            yield {"settings": settings, "db": db, "service": service, "verifier": verifier}
-        finally:
-            await db.close()
-            await http.aclose()
+            yield {"resources": Resources(settings=settings, db=db, service=service, verifier=verifier)}
 
     route_list = [
         Route("/functions/v1/instagram-oauth-init", routes.oauth_init, methods=["POST"]),

@@ -1,6 +1,10 @@
 """Development-only pages (INSTAGRAM_DM_ENV=development): a person can click through the whole
 connect flow against the sandbox — Connect button, Meta's (sandbox) consent page, back to a status
 page that reads the status RPC. Never mounted in production.
+
+The pages act as the demo IMO's admin the way the web app would: they mint a short-lived user JWT
+(HS256, SUPABASE_JWT_SECRET), verify it with the app's verifier, and call the app-facing RPCs as that
+user, so RLS and the membership checks decide here too.
 """
 
 from __future__ import annotations
@@ -12,7 +16,9 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from api.resources import resources
 from instagram_dm.auth import mint_user_token
+from instagram_dm.db.port import ActingUser
 
 DEMO_IMO = "00000000-0000-4000-8000-0000000000a1"
 DEMO_ADMIN = "00000000-0000-4000-8000-0000000000b1"
@@ -25,7 +31,13 @@ button{{font-size:1rem;padding:.5rem 1rem}} .note{{background:#f4f4f4;padding:.6
 
 
 def _dev_token(request: Request) -> str:
-    return mint_user_token(request.state.settings.supabase_jwt_secret.reveal(), DEMO_ADMIN, ttl=900)
+    return mint_user_token(resources(request).settings.supabase_jwt_secret.reveal(), DEMO_ADMIN, ttl=900)
+
+
+async def _dev_user(request: Request) -> ActingUser:
+    """The demo admin, through the same verification as any caller's bearer token."""
+    user = await resources(request).verifier.verify(f"Bearer {_dev_token(request)}")
+    return user.acting_user()
 
 
 async def connect_page(request: Request) -> Response:
@@ -49,7 +61,7 @@ document.getElementById('connect').onclick = async () => {{
 
 
 async def status_page(request: Request) -> Response:
-    rows = await request.state.service.status(user_id=DEMO_ADMIN, imo_id=DEMO_IMO)
+    rows = await resources(request).service.status(user=await _dev_user(request), imo_id=DEMO_IMO)
     outcome = html.escape(str(request.url.query)) or "—"
     fields = [
         "instagram_username",
@@ -64,9 +76,9 @@ async def status_page(request: Request) -> Response:
     head = "".join(f"<th>{f}</th>" for f in fields) + "<th></th>"
     lines = "".join(
         "<tr>"
-        + "".join(f"<td>{html.escape(str(row.get(f)))}</td>" for f in fields)
+        + "".join(f"<td>{html.escape(str(getattr(row, f)))}</td>" for f in fields)
         + f"""<td><form method="post" action="/dev/disconnect"><input type="hidden" name="id"
-        value="{html.escape(str(row["id"]))}"><button>Disconnect</button></form></td></tr>"""
+        value="{html.escape(row.id)}"><button>Disconnect</button></form></td></tr>"""
         for row in rows
     )
     body = f"""<p class="note">Callback result: <code>{outcome}</code></p>
@@ -78,7 +90,9 @@ async def status_page(request: Request) -> Response:
 
 async def disconnect(request: Request) -> Response:
     form = parse_qs((await request.body()).decode("utf-8", "replace"))  # no python-multipart needed
-    await request.state.service.disconnect(user_id=DEMO_ADMIN, integration_id=(form.get("id") or [""])[0])
+    await resources(request).service.disconnect(
+        user=await _dev_user(request), integration_id=(form.get("id") or [""])[0]
+    )
     return RedirectResponse("/dev/status?disconnected=1", status_code=303)
 
 

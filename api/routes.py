@@ -10,7 +10,9 @@ from urllib.parse import urlsplit
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
+from api.resources import resources
 from instagram_dm import errors
+from instagram_dm.db import rpc
 from instagram_dm.service import STATE_TTL_SECONDS, binding_cookie_name
 
 MAX_BODY_BYTES = 16 * 1024
@@ -31,11 +33,12 @@ async def read_json_object(request: Request) -> dict[str, Any]:
 
 
 async def oauth_init(request: Request) -> Response:
-    user = await request.state.verifier.verify(request.headers.get("authorization"))
+    res = resources(request)
+    user = await res.verifier.verify(request.headers.get("authorization"))
     body = await read_json_object(request)
     if "imo_id" not in body:
         raise errors.BadRequestError("imo_id is required.", code="invalid_imo_id")
-    start = await request.state.service.start_connection(
+    start = await res.service.start_connection(
         user_id=user.user_id, imo_id=body["imo_id"], return_to=body.get("return_to")
     )
     response = JSONResponse({"url": start.url, "expires_at": start.expires_at})
@@ -47,7 +50,7 @@ async def oauth_init(request: Request) -> Response:
 
 def _binding_cookie_options(request: Request) -> dict[str, Any]:
     """HttpOnly, sent back only to the callback path, for the state's lifetime; Secure behind https."""
-    redirect = urlsplit(request.state.settings.oauth_redirect_uri)
+    redirect = urlsplit(resources(request).settings.oauth_redirect_uri)
     return {
         "max_age": STATE_TTL_SECONDS,
         "path": redirect.path or "/",
@@ -69,11 +72,12 @@ INVALID_STATE_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-
 async def oauth_callback(request: Request) -> Response:
     # Repeated parameters: the first one counts, like Meta's own parsing; the rest are ignored.
     params = {k: v for k, v in reversed(request.query_params.multi_items())}
-    result = await request.state.service.complete_connection(params, request.cookies)
+    res = resources(request)
+    result = await res.service.complete_connection(params, request.cookies)
     target = result.redirect_url()
     response: Response
     if target is None:
-        return_url = html.escape(request.state.settings.return_url, quote=True)
+        return_url = html.escape(res.settings.return_url, quote=True)
         response = HTMLResponse(
             INVALID_STATE_PAGE.format(return_url=return_url),
             status_code=400,
@@ -96,11 +100,11 @@ async def healthz(request: Request) -> Response:
 
 async def readyz(request: Request) -> Response:
     try:
-        health = await request.state.db.rpc("instagram_health")
+        health = await rpc.health(resources(request).db)
     except errors.InstagramDMError as exc:
         return JSONResponse({"status": "unavailable", "database": exc.code}, status_code=503)
-    ready = bool(health.get("pgcrypto") and health.get("pg_cron"))
+    ready = health.pgcrypto and health.pg_cron
     return JSONResponse(
-        {"status": "ok" if ready else "degraded", "database": "ok", "pg_cron": health.get("pg_cron")},
+        {"status": "ok" if ready else "degraded", "database": "ok", "pg_cron": health.pg_cron},
         status_code=200 if ready else 503,
     )

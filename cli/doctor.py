@@ -9,6 +9,7 @@ from pathlib import Path
 
 from instagram_dm import errors
 from instagram_dm.bootstrap import open_database
+from instagram_dm.db import rpc
 from instagram_dm.settings import Settings
 
 CONFIG_GROUPS = {
@@ -57,7 +58,7 @@ async def database_checks(settings: Settings, local: list[str], migrations_dir: 
     except errors.InstagramDMError as exc:
         return [Check(False, f"database: {exc.message}", "start it with `make run` or `scripts/db.sh up`")]
     try:
-        health = await db.rpc("instagram_health")
+        health = await rpc.health(db)
     except errors.RPCNotFoundError:
         return [
             Check(True, "database: reachable"),
@@ -70,17 +71,17 @@ async def database_checks(settings: Settings, local: list[str], migrations_dir: 
     out = [
         Check(True, "database: reachable"),
         Check(
-            bool(health["pgcrypto"]),
+            health.pgcrypto,
             "extension: pgcrypto",
             "create extension pgcrypto with schema extensions",
         ),
         Check(
-            bool(health["pg_cron"]),
+            health.pg_cron,
             "extension: pg_cron",
             "install postgresql-15-cron and preload it (shared_preload_libraries = 'pg_cron')",
         ),
     ]
-    applied = set(health["migrations"])
+    applied = set(health.migrations)
     if not local:
         out.append(Check(True, f"migrations: {len(applied)} applied (no local {migrations_dir} to compare)"))
     else:

@@ -15,6 +15,7 @@ from dotenv import dotenv_values
 
 from instagram_dm import errors
 from instagram_dm.bootstrap import open_database
+from instagram_dm.db import rpc
 from instagram_dm.settings import Settings
 
 PREVIOUS_KEY_VAR = "INSTAGRAM_TOKEN_ENCRYPTION_KEY_PREVIOUS"
@@ -41,20 +42,15 @@ async def rotate(settings: Settings, old_key: str, batch_size: int) -> int:
     total = 0
     try:
         while True:
-            result = await db.rpc(
-                "instagram_rotate_key_batch",
-                {
-                    "p_old_key": old_key,
-                    "p_new_key": settings.token_encryption_key.reveal(),
-                    "p_batch": batch_size,
-                },
+            result = await rpc.rotate_key_batch(
+                db, old_key=old_key, new_key=settings.token_encryption_key.reveal(), batch=batch_size
             )
-            total += result["rotated"]
-            print(f"rotated {total}, remaining {result['remaining']}", flush=True)
-            if result["remaining"] == 0 or result["rotated"] == 0:
-                if result["foreign"]:
-                    print(f"note: {result['foreign']} rows use a third key and were left alone")
-                return 0 if result["remaining"] == 0 else 1
+            total += result.rotated
+            print(f"rotated {total}, remaining {result.remaining}", flush=True)
+            if result.remaining == 0 or result.rotated == 0:
+                if result.foreign:
+                    print(f"note: {result.foreign} rows use a third key and were left alone")
+                return 0 if result.remaining == 0 else 1
     finally:
         await db.close()
 

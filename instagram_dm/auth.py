@@ -36,13 +36,14 @@ import logging
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
 import httpx
 import jwt
 
+from instagram_dm.db.port import ActingUser
 from instagram_dm.errors import AuthError, AuthUnavailableError, ConfigError
 from instagram_dm.settings import Settings
 
@@ -83,12 +84,18 @@ def _reject(code: str) -> AuthError:
 
 @dataclass(frozen=True)
 class UserClaims:
-    """The verified caller: Supabase user id (a canonical UUID string), email, role and all claims."""
+    """The verified caller: Supabase user id (a canonical UUID string), email, role and all claims,
+    and the raw token they came from (kept out of ``repr`` and equality)."""
 
     user_id: str
     email: str | None
     role: str
     claims: Mapping[str, Any]
+    token: str = field(default="", repr=False, compare=False)
+
+    def acting_user(self) -> ActingUser:
+        """The caller as the database port runs app-facing RPCs for them (token + verified claims)."""
+        return ActingUser(token=self.token, claims=self.claims)
 
 
 class _JWKSCache:
@@ -251,7 +258,7 @@ class JWTVerifier:
             raise _reject("invalid_audience" if exc.claim == "aud" else "invalid_token") from None
         except jwt.PyJWTError:
             raise _reject("invalid_token") from None
-        return _user_claims(claims)
+        return _user_claims(claims, token)
 
 
 def _bearer_token(authorization_header: str | None) -> str:
@@ -264,7 +271,7 @@ def _bearer_token(authorization_header: str | None) -> str:
     return token
 
 
-def _user_claims(claims: dict[str, Any]) -> UserClaims:
+def _user_claims(claims: dict[str, Any], token: str) -> UserClaims:
     sub = claims.get("sub")
     if not isinstance(sub, str):
         raise _reject("invalid_subject")
@@ -281,4 +288,5 @@ def _user_claims(claims: dict[str, Any]) -> UserClaims:
         email=email if isinstance(email, str) and email else None,
         role=role if isinstance(role, str) and role else AUDIENCE,
         claims=MappingProxyType(claims),
+        token=token,
     )

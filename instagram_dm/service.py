@@ -20,7 +20,8 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 from instagram_dm import errors
-from instagram_dm.db.port import Database
+from instagram_dm.db import rpc
+from instagram_dm.db.port import ActingUser, Database
 from instagram_dm.graph import GraphClient, InstagramAccount, Page
 from instagram_dm.graph import errors as graph_errors
 from instagram_dm.settings import Settings
@@ -164,23 +165,21 @@ class InstagramService:
         target = resolve_return_to(return_to, self._settings.return_url)
         nonce = secrets.token_urlsafe(STATE_NONCE_BYTES)
         binding = secrets.token_urlsafe(STATE_NONCE_BYTES) if self._settings.oauth_bind_browser else None
-        row = await self._db.rpc(
-            "instagram_oauth_state_create",
-            {
-                "p_state_hash": hash_state(nonce),
-                "p_user_id": user_id,
-                "p_imo_id": imo,
-                "p_return_to": target,
-                "p_ttl_seconds": STATE_TTL_SECONDS,
-                "p_browser_binding_hash": None if binding is None else hash_state(binding),
-            },
+        created = await rpc.oauth_state_create(
+            self._db,
+            state_hash=hash_state(nonce),
+            user_id=user_id,
+            imo_id=imo,
+            return_to=target,
+            ttl_seconds=STATE_TTL_SECONDS,
+            browser_binding_hash=None if binding is None else hash_state(binding),
         )
         url = self._graph.dialog_url(
             redirect_uri=self._settings.oauth_redirect_uri, state=nonce, scopes=REQUIRED_SCOPES
         )
         log.info("oauth.started", extra={"imo_id": imo, "user_id": user_id})
         cookie = None if binding is None else (binding_cookie_name(nonce), binding)
-        return ConnectStart(url=url, expires_at=str(row["expires_at"]), binding_cookie=cookie)
+        return ConnectStart(url=url, expires_at=created.expires_at.isoformat(), binding_cookie=cookie)
 
     # ---- callback ---------------------------------------------------------------------------------
 
@@ -195,18 +194,17 @@ class InstagramService:
             state = await self._consume_state(nonce, binding)
             denied = params.get("error") == "access_denied" or params.get("error_reason") == "user_denied"
             reason = "user_denied" if denied else "meta_error"
-            log.info("oauth.denied", extra={"reason": reason, "imo_id": state.get("imo_id")})
+            log.info("oauth.denied", extra={"reason": reason, "imo_id": state.imo_id})
             return ConnectResult(
-                ok=False, reason=reason, return_to=state.get("return_to") or self._settings.return_url
+                ok=False, reason=reason, return_to=state.return_to or self._settings.return_url
             )
 
         state = await self._consume_state(nonce, binding)
-        if state["status"] != "ok":
-            log.info("oauth.state_refused", extra={"state_status": state["status"]})
-            reason = _STATE_REASONS.get(state["status"], "invalid_state")
-            return ConnectResult(ok=False, reason=reason, return_to=state.get("return_to"))
-        return_to = str(state["return_to"])
-        user_id, imo_id = str(state["user_id"]), str(state["imo_id"])
+        if state.status != "ok" or state.user_id is None or state.imo_id is None or state.return_to is None:
+            log.info("oauth.state_refused", extra={"state_status": state.status})
+            reason = _STATE_REASONS.get(state.status, "invalid_state")
+            return ConnectResult(ok=False, reason=reason, return_to=state.return_to)
+        return_to, user_id, imo_id = state.return_to, state.user_id, state.imo_id
 
         code = params.get("code", "")
         if not code or len(code) > 4096:
@@ -232,17 +230,14 @@ class InstagramService:
         )
         return ConnectResult(ok=True, return_to=return_to, integration_ids=ids, webhook_failures=failures)
 
-    async def _consume_state(self, nonce: str, binding: str | None) -> dict[str, Any]:
+    async def _consume_state(self, nonce: str, binding: str | None) -> rpc.StateConsumed:
         if not _NONCE_RE.match(nonce):
-            return {"status": "unknown"}
-        result: dict[str, Any] = await self._db.rpc(
-            "instagram_oauth_state_consume",
-            {
-                "p_state_hash": hash_state(nonce),
-                "p_browser_binding_hash": None if not binding else hash_state(binding),
-            },
+            return rpc.StateConsumed(status="unknown")
+        return await rpc.oauth_state_consume(
+            self._db,
+            state_hash=hash_state(nonce),
+            browser_binding_hash=None if not binding else hash_state(binding),
         )
-        return result
 
     async def _connect(
         self, *, code: str, user_id: str, imo_id: str
@@ -272,41 +267,39 @@ class InstagramService:
         if expires_at is None and long_lived.expires_in:
             expires_at = datetime.now(UTC) + timedelta(seconds=long_lived.expires_in)
         accounts = [
-            {
-                "page_id": item.page.id,
-                "page_name": item.page.name,
-                "page_token": item.page.access_token,
-                "ig_account_id": item.account.id,
-                "ig_username": item.account.username,
-                "ig_profile_picture_url": item.account.profile_picture_url,
-                "webhook_subscribed": error is None,
-                "webhook_error_code": None if error is None else error.code,
-                "webhook_error_message": None
+            rpc.AccountToStore(
+                page_id=item.page.id,
+                page_name=item.page.name,
+                page_token=item.page.access_token,
+                ig_account_id=item.account.id,
+                ig_username=item.account.username,
+                ig_profile_picture_url=item.account.profile_picture_url,
+                webhook_subscribed=error is None,
+                webhook_error_code=None if error is None else error.code,
+                webhook_error_message=None
                 if error is None
                 else f"Webhook subscription failed: {error.message}",
-            }
+            )
             for item, error in zip(linked, subscriptions, strict=True)
         ]
         try:
-            stored = await self._db.rpc(
-                "instagram_store_integrations",
-                {
-                    "p_imo_id": imo_id,
-                    "p_user_id": user_id,
-                    "p_key": self._key,
-                    "p_user_token": long_lived.token,
-                    "p_token_expires_at": expires_at,
-                    "p_data_access_expires_at": info.data_access_expires_at,
-                    "p_scopes": list(info.scopes),
-                    "p_accounts": accounts,
-                },
+            stored = await rpc.store_integrations(
+                self._db,
+                imo_id=imo_id,
+                user_id=user_id,
+                key=self._key,
+                user_token=long_lived.token,
+                token_expires_at=expires_at,
+                data_access_expires_at=info.data_access_expires_at,
+                scopes=info.scopes,
+                accounts=accounts,
             )
         except errors.ForbiddenError:
             raise _Abort("not_allowed") from None
         except errors.InstagramDMError as exc:
             log.error("oauth.store_failed", extra={"imo_id": imo_id, "error_code": exc.code})
             raise _Abort("internal_error") from None
-        ids = tuple(str(row["id"]) for row in stored)
+        ids = tuple(row.id for row in stored)
         failures = tuple(item.account.id for item, error in zip(linked, subscriptions, strict=True) if error)
         return ids, failures
 
@@ -345,19 +338,15 @@ class InstagramService:
 
     # ---- status and disconnect ---------------------------------------------------------------------
 
-    async def status(self, *, user_id: str, imo_id: object) -> list[dict[str, Any]]:
-        """The IMO's integrations with safe fields only; [] when the user is not a member."""
-        rows: list[dict[str, Any]] = await self._db.rpc(
-            "instagram_integration_status_for_user",
-            {"p_user_id": user_id, "p_imo_id": _parse_uuid(imo_id, "imo_id")},
-        )
-        return rows
+    async def status(self, *, user: ActingUser, imo_id: object) -> tuple[rpc.IntegrationStatus, ...]:
+        """The IMO's integrations with safe fields only, read as `user` (RLS decides): () for non-members."""
+        return await rpc.integration_status(self._db, user, imo_id=_parse_uuid(imo_id, "imo_id"))
 
-    async def disconnect(self, *, user_id: str, integration_id: object) -> dict[str, Any]:
-        """Wipe the tokens, mark disconnected and queue the Page's webhook unsubscribe (IMO admins only)."""
-        result: dict[str, Any] = await self._db.rpc(
-            "instagram_disconnect_for_user",
-            {"p_user_id": user_id, "p_integration_id": _parse_uuid(integration_id, "integration_id")},
+    async def disconnect(self, *, user: ActingUser, integration_id: object) -> rpc.Disconnected:
+        """As `user`: wipe the tokens, mark disconnected and queue the Page's webhook unsubscribe
+        (IMO owners and admins only; anyone else gets NotFoundError, as for a missing integration)."""
+        result = await rpc.disconnect(
+            self._db, user, integration_id=_parse_uuid(integration_id, "integration_id")
         )
-        log.info("integration.disconnected", extra={"integration_id": result["id"], "user_id": user_id})
+        log.info("integration.disconnected", extra={"integration_id": result.id, "user_id": user.user_id})
         return result

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from instagram_dm.db.port import Database, Notifications, check_identifier, translate_error
+from instagram_dm.db.port import ActingUser, Database, Notifications, check_identifier, translate_error
 
-__all__ = ["Database", "Notifications", "check_identifier", "translate_error"]
+__all__ = ["ActingUser", "Database", "Notifications", "check_identifier", "translate_error"]

@@ -4,7 +4,8 @@ Calls are built generically from the RPC name and argument names, like PostgREST
 ``select public.<name>(p_a => $1, p_b => $2)``; Postgres infers each parameter's type from the
 function's signature, and arguments are coerced to what asyncpg expects for that type (ISO strings
 to datetimes, dicts to jsonb). Connections run as ``service_role`` by default, so grants are
-exercised exactly as through PostgREST.
+exercised exactly as through PostgREST; :meth:`AsyncpgDatabase.rpc_as_user` switches one transaction to
+the user's role and claims, as PostgREST does for the CRM app's requests.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from datetime import date, datetime
 from typing import Any
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from instagram_dm import errors
-from instagram_dm.db.port import Notification, check_identifier, json_default, translate_error
+from instagram_dm.db.port import ActingUser, Notification, check_identifier, json_default, translate_error
 
 _check_ident = check_identifier
 _ARGUMENT_POSITION = re.compile(r"query argument \$(\d+)")
@@ -68,6 +70,30 @@ def _plain(value: Any) -> Any:
     if isinstance(value, uuid.UUID):
         return str(value)
     return value
+
+
+def _call_sql(name: str, args: Mapping[str, Any] | None) -> tuple[str, list[str], list[Any]]:
+    """``select public.<name>(p_a => $1, ...)``, the argument names and values; names checked first."""
+    args = dict(args or {})
+    placeholders = ", ".join(f"{_check_ident(k)} => ${i}" for i, k in enumerate(args, start=1))
+    return f"select public.{_check_ident(name)}({placeholders})", list(args), list(args.values())
+
+
+def _text(value: object) -> str:
+    return value if isinstance(value, str) else ""
+
+
+# set_config('role', ..., true) is `set local role ...` with the role as a bound parameter.
+_ACT_AS_USER = """select set_config('role', $1, true), set_config('request.jwt.claims', $2, true),
+    set_config('request.jwt.claim.sub', $3, true), set_config('request.jwt.claim.role', $4, true)"""
+
+
+def _translate(exc: asyncpg.PostgresError, names: list[str]) -> errors.InstagramDMError:
+    message = getattr(exc, "message", None)
+    if message is None and getattr(exc, "sqlstate", None) == "22000":
+        # asyncpg could not encode an argument; its text quotes the value (maybe a token).
+        return _bad_argument(names, str(exc))
+    return translate_error(getattr(exc, "sqlstate", None), message or "", getattr(exc, "detail", None))
 
 
 class _Listener:
@@ -146,35 +172,50 @@ class AsyncpgDatabase:
         return cls(pool, dsn, role)
 
     async def rpc(self, name: str, args: Mapping[str, Any] | None = None) -> Any:
-        args = dict(args or {})
-        placeholders = ", ".join(f"{_check_ident(k)} => ${i}" for i, k in enumerate(args, start=1))
-        sql = f"select public.{_check_ident(name)}({placeholders})"
-        names = list(args)
+        sql, names, values = _call_sql(name, args)
         try:
             async with self._pool.acquire() as conn:
-                types = self._param_types.get(sql)
-                if types is None:
-                    # Learn the parameter types once; later calls reuse asyncpg's statement cache
-                    # (one round trip instead of prepare + execute).
-                    stmt = await conn.prepare(sql)
-                    types = self._param_types[sql] = tuple(t.name for t in stmt.get_parameters())
-                params = [
-                    _coerce_argument(key, value, typ)
-                    for key, value, typ in zip(names, args.values(), types, strict=True)
-                ]
-                return _plain(await conn.fetchval(sql, *params))
+                return await self._fetch(conn, sql, names, values)
         except asyncpg.PostgresError as exc:
-            message = getattr(exc, "message", None)
-            if message is None and getattr(exc, "sqlstate", None) == "22000":
-                # asyncpg could not encode an argument; its text quotes the value (maybe a token).
-                raise _bad_argument(names, str(exc)) from None
-            raise translate_error(
-                getattr(exc, "sqlstate", None), message or "", getattr(exc, "detail", None)
-            ) from None
+            raise _translate(exc, names) from None
         except (TimeoutError, OSError, asyncpg.InterfaceError) as exc:
             raise errors.DatabaseUnavailableError(
                 f"The database connection failed ({type(exc).__name__})."
             ) from None
+
+    async def rpc_as_user(self, user: ActingUser, name: str, args: Mapping[str, Any] | None = None) -> Any:
+        """One transaction, as PostgREST does it per request: ``set local role`` to the JWT's role, its
+        claims into ``request.jwt.claims`` (and ``request.jwt.claim.sub`` / ``.role``, which
+        ``auth.uid()`` / ``auth.role()`` read first, so nothing left on a pooled session can speak for
+        the user), then the call. Both settings end with the transaction."""
+        role = user.database_role()  # refuses service_role and made-up roles before any SQL
+        claims = _json_encode(dict(user.claims))
+        sub, claimed_role = user.claims.get("sub"), user.claims.get("role")
+        sql, names, values = _call_sql(name, args)
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                await conn.execute(_ACT_AS_USER, role, claims, _text(sub), _text(claimed_role))
+                return await self._fetch(conn, sql, names, values)
+        except asyncpg.PostgresError as exc:
+            raise _translate(exc, names) from None
+        except (TimeoutError, OSError, asyncpg.InterfaceError) as exc:
+            raise errors.DatabaseUnavailableError(
+                f"The database connection failed ({type(exc).__name__})."
+            ) from None
+
+    async def _fetch(
+        self, conn: asyncpg.Connection | PoolConnectionProxy, sql: str, names: list[str], values: list[Any]
+    ) -> Any:
+        types = self._param_types.get(sql)
+        if types is None:
+            # Learn the parameter types once; later calls reuse asyncpg's statement cache
+            # (one round trip instead of prepare + execute).
+            stmt = await conn.prepare(sql)
+            types = self._param_types[sql] = tuple(t.name for t in stmt.get_parameters())
+        params = [
+            _coerce_argument(key, value, typ) for key, value, typ in zip(names, values, types, strict=True)
+        ]
+        return _plain(await conn.fetchval(sql, *params))
 
     async def ping(self) -> None:
         try:

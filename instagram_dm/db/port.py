@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from decimal import Decimal
 from typing import Any, Protocol
@@ -34,6 +34,9 @@ _BY_SQLSTATE: dict[str, type[errors.InstagramDMError]] = {
     "23503": errors.ConflictError,  # foreign_key_violation
     "42883": errors.RPCNotFoundError,  # undefined_function
     "PGRST202": errors.RPCNotFoundError,  # PostgREST: function not in its schema cache
+    "PGRST301": errors.AuthError,  # PostgREST: the bearer JWT is invalid or expired (a user's, as the user)
+    "PGRST302": errors.AuthError,  # PostgREST: no bearer JWT where one is needed
+    "PGRST303": errors.AuthError,  # PostgREST: the JWT's claims are not acceptable
     "PGRST000": errors.DatabaseUnavailableError,  # PostgREST: cannot connect to the database
     "PGRST001": errors.DatabaseUnavailableError,  # PostgREST: internal connection error
     "PGRST002": errors.DatabaseUnavailableError,  # PostgREST: schema cache not loaded yet
@@ -88,6 +91,39 @@ def translate_error(sqlstate: str | None, message: str, detail: str | None = Non
     return cls()
 
 
+#: The database roles a user's JWT may name, as PostgREST would switch to them. Anything else (a
+#: ``service_role`` claim, a made-up role) is refused before any SQL or HTTP request.
+USER_ROLES = frozenset({"authenticated", "anon"})
+
+
+@dataclass(frozen=True)
+class ActingUser:
+    """A caller whose access token the API has verified, to run app-facing RPCs as (like PostgREST).
+
+    `token` is the raw JWT (sent as ``Authorization: Bearer`` over PostgREST; never logged, never in
+    ``repr``); `claims` are its verified claims (set as ``request.jwt.claims`` over asyncpg).
+    """
+
+    token: str = field(repr=False)
+    claims: Mapping[str, Any]
+
+    @property
+    def user_id(self) -> str | None:
+        """The ``sub`` claim (what ``auth.uid()`` reads), or None when absent."""
+        sub = self.claims.get("sub")
+        return sub if isinstance(sub, str) else None
+
+    def database_role(self) -> str:
+        """The database role PostgREST would switch to: the ``role`` claim (``anon`` without one);
+        ForbiddenError for a role an end user may not take."""
+        role = self.claims.get("role", "anon")
+        if role not in USER_ROLES:
+            raise errors.ForbiddenError(
+                "The access token names a role users may not take.", code="role_not_allowed"
+            )
+        return str(role)
+
+
 @dataclass(frozen=True)
 class Notification:
     """One NOTIFY: the channel it came on and its payload."""
@@ -105,12 +141,18 @@ class Notifications(Protocol):
 
 
 class Database(Protocol):
-    """Call service-role RPCs; the only way the core talks to Postgres."""
+    """Call RPCs (as service_role, or as a verified user); the only way the core talks to Postgres."""
 
     supports_listen: bool
 
     async def rpc(self, name: str, args: Mapping[str, Any] | None = None) -> Any:
         """Call ``public.<name>(**args)`` and return its decoded result."""
+        ...
+
+    async def rpc_as_user(self, user: ActingUser, name: str, args: Mapping[str, Any] | None = None) -> Any:
+        """Call ``public.<name>(**args)`` as `user`, exactly as PostgREST runs the CRM app's calls: in
+        one transaction, as the role of the JWT (``authenticated``) with its claims, so grants, RLS
+        and ``auth.uid()`` decide. For the app-facing RPCs only; service RPCs go through :meth:`rpc`."""
         ...
 
     async def ping(self) -> None:

@@ -1,7 +1,9 @@
 """The `Database` port over supabase-py (PostgREST), for `SUPABASE_URL` + `SUPABASE_SERVICE_ROLE_KEY`.
 
 Calls ``POST /rest/v1/rpc/<name>`` with the named arguments as JSON; PostgREST runs them as
-``service_role``. There is no LISTEN over REST: the worker polls with this transport.
+``service_role``; :meth:`SupabaseDatabase.rpc_as_user` sends the user's JWT instead, so PostgREST
+runs the function as that user (role, claims, RLS), exactly as for the CRM web app.
+There is no LISTEN over REST: the worker polls with this transport.
 
 supabase-py builds the request (URL, ``apikey`` and ``Authorization`` headers, JSON body); this module
 sends it and reads the raw response itself, because supabase-py decodes both an empty ``204`` (a
@@ -28,7 +30,7 @@ from postgrest import APIError
 from postgrest.exceptions import generate_default_error_message
 
 from instagram_dm import errors
-from instagram_dm.db.port import Notifications, check_identifier, json_default, translate_error
+from instagram_dm.db.port import ActingUser, Notifications, check_identifier, json_default, translate_error
 from supabase import AsyncClient, AsyncClientOptions, acreate_client
 
 _GATEWAY_DOWN = frozenset({502, 503, 504})
@@ -68,13 +70,15 @@ def _sqlstate_and_detail(exc: APIError) -> tuple[str | None, str, str | None]:
     return (str(exc.code) if exc.code is not None else None), message, details
 
 
-def _translate(exc: APIError, status: int) -> errors.InstagramDMError:
+def _translate(exc: APIError, status: int, *, as_user: bool = False) -> errors.InstagramDMError:
     code = str(exc.code or "")
     if code and code != str(status):  # PostgREST's own code, or PostgREST named it in Proxy-Status
         return translate_error(*_sqlstate_and_detail(exc))
     # Not a PostgREST body: the gateway (Kong, a load balancer, Cloudflare) answered.
     if status in _GATEWAY_DOWN or 520 <= status <= 530:
         return errors.DatabaseUnavailableError(f"Supabase is unavailable (HTTP {status}).")
+    if status == 401 and as_user:
+        return errors.AuthError("Supabase refused the user's access token.", code="invalid_token")
     if status == 401:
         return errors.DatabaseError("Supabase refused the service role key; check SUPABASE_SERVICE_ROLE_KEY.")
     return errors.DatabaseError(f"Supabase answered HTTP {status} without a PostgREST error.")
@@ -121,10 +125,24 @@ class SupabaseDatabase:
         return cls(client, owned_http=owned)
 
     async def rpc(self, name: str, args: Mapping[str, Any] | None = None) -> Any:
+        return await self._send(name, args, bearer=None)
+
+    async def rpc_as_user(self, user: ActingUser, name: str, args: Mapping[str, Any] | None = None) -> Any:
+        """The same request with the user's JWT as ``Authorization: Bearer`` (``apikey`` stays the
+        adapter's key): PostgREST verifies it and runs the function as the user, as for supabase-js."""
+        user.database_role()  # refuses service_role and made-up roles before anything is sent
+        if not user.token:
+            raise errors.AuthError("No access token to act as the user with.", code="missing_token")
+        return await self._send(name, args, bearer=user.token)
+
+    async def _send(self, name: str, args: Mapping[str, Any] | None, *, bearer: str | None) -> Any:
         params = _params(args)
         # supabase-py builds the request (URL, apikey/Authorization headers, JSON body); sending it
         # here keeps the raw response, so a void function (204) and a JSON [] stay different.
         request = self._client.rpc(check_identifier(name), params).request
+        if bearer is not None:
+            # The request's own headers (a fresh copy per request) win over the client's.
+            request.headers["Authorization"] = f"Bearer {bearer}"
         try:
             # RequestConfig.send is overloaded on the session type; mypy picks the sync overload.
             response = await cast("Awaitable[httpx.Response]", request.send(httpx.Headers()))
@@ -133,7 +151,7 @@ class SupabaseDatabase:
                 f"Supabase did not answer ({type(exc).__name__})."
             ) from None
         if not response.is_success:
-            raise _translate(_api_error(response), response.status_code)
+            raise _translate(_api_error(response), response.status_code, as_user=bearer is not None)
         return _decode(response)
 
     async def ping(self) -> None:

@@ -14,7 +14,7 @@ from instagram_dm.db.asyncpg_adapter import AsyncpgDatabase
 from instagram_dm.service import InstagramService
 from instagram_dm.settings import Settings
 from sandbox import fixtures as fb
-from tests.fixtures.api import TOKEN_KEY, Browser
+from tests.fixtures.api import TOKEN_KEY, Browser, acting_user
 from tests.fixtures.database import DEMO_ADMIN, DEMO_IMO, DEMO_MEMBER, STARTER_ADMIN, acting_as
 
 OTHER_KEY = "another-token-encryption-key-fedcba9876543210"
@@ -51,10 +51,25 @@ async def test_status_rpc_returns_nothing_to_another_imo(browser: Browser, pg: a
 
 
 async def test_service_status_is_membership_checked(browser: Browser, service: InstagramService) -> None:
-    """The service's status for a member lists the integration; for a non-member it is empty."""
+    """The service reads status as the caller: a member sees the integration, a non-member nothing."""
     integration_id = connected_id(browser)
-    assert [r["id"] for r in await service.status(user_id=DEMO_MEMBER, imo_id=DEMO_IMO)] == [integration_id]
-    assert await service.status(user_id=STARTER_ADMIN, imo_id=DEMO_IMO) == []
+    rows = await service.status(user=acting_user(DEMO_MEMBER), imo_id=DEMO_IMO)
+    assert [r.id for r in rows] == [integration_id]
+    assert rows[0].status == "connected" and rows[0].instagram_username == "alice.recruits"
+    assert await service.status(user=acting_user(STARTER_ADMIN), imo_id=DEMO_IMO) == ()
+
+
+async def test_service_twins_are_gone(pg: asyncpg.Connection) -> None:
+    """The service-only twins are dropped; the app-facing status and disconnect keep their signatures."""
+    found = await pg.fetch(
+        "select p.proname, pg_get_function_identity_arguments(p.oid) args from pg_proc p"
+        " join pg_namespace n on n.oid = p.pronamespace where n.nspname = 'public'"
+        " and p.proname like any (array['instagram_integration_status%', 'instagram_disconnect%'])"
+    )
+    assert {(r["proname"], r["args"]) for r in found} == {
+        ("instagram_integration_status", "p_imo_id uuid"),
+        ("instagram_disconnect", "p_integration_id uuid"),
+    }
 
 
 @pytest.mark.parametrize(
@@ -63,7 +78,7 @@ async def test_service_status_is_membership_checked(browser: Browser, service: I
         ("instagram_integration_tokens", "(gen_random_uuid(), 'x')"),
         ("instagram_oauth_state_consume", "('x')"),
         ("instagram_rotate_key_batch", "('a', 'b', 1)"),
-        ("instagram_disconnect_for_user", "(gen_random_uuid(), gen_random_uuid())"),
+        ("instagram_health", "()"),
     ],
 )
 @pytest.mark.parametrize("role", ["anon", "authenticated"])
@@ -140,8 +155,8 @@ async def test_admin_disconnect_wipes_tokens_and_queues_unsubscribe(
 ) -> None:
     """Disconnect marks the integration disconnected, wipes both tokens and leaves a Page-unsubscribe row."""
     integration_id = connected_id(browser)
-    result = await service.disconnect(user_id=DEMO_ADMIN, integration_id=integration_id)
-    assert result["status"] == "disconnected" and result["unsubscribe_queued"] is True
+    result = await service.disconnect(user=acting_user(DEMO_ADMIN), integration_id=integration_id)
+    assert (result.id, result.status, result.unsubscribe_queued) == (integration_id, "disconnected", True)
     row = await pg.fetchrow(
         "select status, user_access_token_encrypted, page_access_token_encrypted, token_key_fingerprint,"
         " webhook_subscribed from public.instagram_integrations"
@@ -162,10 +177,12 @@ async def test_admin_disconnect_wipes_tokens_and_queues_unsubscribe(
 async def test_member_cannot_disconnect(
     browser: Browser, service: InstagramService, pg: asyncpg.Connection
 ) -> None:
-    """A plain member's disconnect is refused as not found and the integration stays connected."""
+    """A plain member's disconnect is refused as not found and the integration stays connected;
+    so is another IMO's admin's."""
     integration_id = connected_id(browser)
-    with pytest.raises(errors.NotFoundError):
-        await service.disconnect(user_id=DEMO_MEMBER, integration_id=integration_id)
+    for user_id in (DEMO_MEMBER, STARTER_ADMIN):
+        with pytest.raises(errors.NotFoundError):
+            await service.disconnect(user=acting_user(user_id), integration_id=integration_id)
     assert await pg.fetchval("select status::text from public.instagram_integrations") == "connected"
 
 
@@ -194,7 +211,8 @@ async def test_health_endpoints(api_client: TestClient) -> None:
 async def test_development_pages_connect_show_status_and_disconnect(
     browser: Browser, api_settings: Settings, pg: asyncpg.Connection
 ) -> None:
-    """In development mode /dev, /dev/status and /dev/disconnect work end to end; in production they are absent."""
+    """In development mode /dev, /dev/status and /dev/disconnect work end to end as the demo admin (a
+    real JWT through the verifier, the app-facing RPCs as that user); in production they are absent."""
     from dataclasses import replace
 
     from api.app import create_app

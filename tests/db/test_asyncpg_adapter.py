@@ -13,8 +13,15 @@ import pytest
 
 from instagram_dm import errors
 from instagram_dm.db.asyncpg_adapter import AsyncpgDatabase
-from instagram_dm.db.port import Database
-from tests.fixtures.database import DEMO_ADMIN, DEMO_IMO, DEMO_MEMBER, STARTER_ADMIN, STARTER_IMO
+from instagram_dm.db.port import ActingUser, Database, Notification
+from tests.fixtures.database import (
+    DEMO_ADMIN,
+    DEMO_IMO,
+    DEMO_MEMBER,
+    STARTER_ADMIN,
+    STARTER_IMO,
+    claims_for,
+)
 
 KEY = "k" * 40
 OTHER_KEY = "o" * 40
@@ -103,16 +110,19 @@ async def test_jsonb_result_decoded(db: AsyncpgDatabase) -> None:
 
 async def test_empty_jsonb_array_is_a_list(db: AsyncpgDatabase) -> None:
     """An empty jsonb array stays [] (not None), matching the supabase adapter."""
-    status = await db.rpc(
-        "instagram_integration_status_for_user", {"p_user_id": str(uuid.uuid4()), "p_imo_id": DEMO_IMO}
-    )
-    assert status == []
+    assert await db.rpc("instagram_integration_status", {"p_imo_id": str(uuid.uuid4())}) == []
 
 
-async def test_void_is_none(db: AsyncpgDatabase) -> None:
+async def test_void_is_none(db: AsyncpgDatabase, pg: asyncpg.Connection) -> None:
     """A void function returns None."""
-    result = await db.rpc("instagram_unsubscribe_finish", {"p_id": str(uuid.uuid4()), "p_outcome": "done"})
-    assert result is None
+    await pg.execute(
+        "create function public.instagram_test_void() returns void language sql as 'select'; "
+        "grant execute on function public.instagram_test_void() to service_role"
+    )
+    try:
+        assert await db.rpc("instagram_test_void") is None
+    finally:
+        await pg.execute("drop function public.instagram_test_void()")
 
 
 async def test_jsonb_dict_argument(db: AsyncpgDatabase) -> None:
@@ -287,23 +297,30 @@ async def test_ping(db: AsyncpgDatabase) -> None:
 
 
 async def test_listen_receives_notify(db: AsyncpgDatabase, pg: asyncpg.Connection) -> None:
-    """listen() yields the payload of a NOTIFY sent on another connection; close() ends the iteration."""
-    channel = f"instagram_test_{uuid.uuid4().hex[:8]}"
-    notifications = await db.listen(channel)
-    received: list[str] = []
+    """listen() on two channels over one connection yields each NOTIFY with its channel and payload, in
+    order; close() ends the iteration."""
+    channel, other = (f"instagram_test_{uuid.uuid4().hex[:8]}" for _ in range(2))
+    notifications = await db.listen([channel, other])
+    received: list[Notification] = []
 
     async def consume() -> None:
-        async for payload in notifications:
-            received.append(payload)
+        async for notification in notifications:
+            received.append(notification)
 
     consumer = asyncio.create_task(consume())
     try:
         await pg.execute("select pg_notify($1, 'first')", channel)
-        await pg.execute("select pg_notify($1, 'second')", channel)
+        await pg.execute("select pg_notify($1, 'second')", other)
+        await pg.execute("select pg_notify('instagram_not_listened', 'third')")
+        await pg.execute("select pg_notify($1, 'fourth')", channel)
         async with asyncio.timeout(5):
-            while len(received) < 2:
+            while len(received) < 3:
                 await asyncio.sleep(0.01)
-        assert received == ["first", "second"]
+        assert received == [
+            Notification(channel, "first"),
+            Notification(other, "second"),
+            Notification(channel, "fourth"),
+        ]
     finally:
         await notifications.close()
     async with asyncio.timeout(5):
@@ -351,3 +368,158 @@ async def test_satisfies_the_port(db: AsyncpgDatabase) -> None:
     """AsyncpgDatabase is a Database and supports LISTEN."""
     database: Database = db
     assert database.supports_listen is True
+
+
+# ---- as the user (what PostgREST does for the web app) ------------------------------------------
+
+
+def as_user(user_id: str | None, role: str = "authenticated", **claims: object) -> ActingUser:
+    """A verified caller; over asyncpg only the claims matter (the token is PostgREST's business)."""
+    return ActingUser(token="not-sent-over-asyncpg", claims=claims_for(user_id, role) | claims)
+
+
+async def status_as(db: AsyncpgDatabase, user: ActingUser, imo_id: str = DEMO_IMO) -> list[dict[str, object]]:
+    rows: list[dict[str, object]] = await db.rpc_as_user(
+        user, "instagram_integration_status", {"p_imo_id": imo_id}
+    )
+    return rows
+
+
+async def test_as_user_member_sees_the_imos_integrations(db: AsyncpgDatabase) -> None:
+    """A member (not admin) reading the app-facing status as themself gets the IMO's rows, without tokens."""
+    stored = await store(db)
+    rows = await status_as(db, as_user(DEMO_MEMBER))
+    assert [r["id"] for r in rows] == [stored[0]["id"]]
+    assert not {"user_token", "page_token", "user_access_token_encrypted"} & set(rows[0])
+
+
+async def test_as_user_non_member_sees_nothing(db: AsyncpgDatabase) -> None:
+    """Another IMO's admin gets [] for Demo Agency: RLS on instagram_integrations decides."""
+    await store(db)
+    assert await status_as(db, as_user(STARTER_ADMIN)) == []
+
+
+@pytest.mark.parametrize(
+    "user",
+    [as_user(str(uuid.uuid4())), as_user(None, role="authenticated")],
+    ids=["forged_sub", "absent_sub"],
+)
+async def test_as_user_unknown_or_absent_sub_gets_nothing(db: AsyncpgDatabase, user: ActingUser) -> None:
+    """Claims naming no member (a made-up sub, or none: auth.uid() is null) see nothing and disconnect nothing."""
+    stored = await store(db)
+    assert await status_as(db, user) == []
+    with pytest.raises(errors.NotFoundError):
+        await db.rpc_as_user(user, "instagram_disconnect", {"p_integration_id": stored[0]["id"]})
+
+
+async def test_as_user_admin_disconnects(db: AsyncpgDatabase, pg: asyncpg.Connection) -> None:
+    """The IMO's admin disconnects through the app-facing RPC; the transaction is committed."""
+    stored = await store(db)
+    result = await db.rpc_as_user(
+        as_user(DEMO_ADMIN), "instagram_disconnect", {"p_integration_id": stored[0]["id"]}
+    )
+    assert result == {"id": stored[0]["id"], "status": "disconnected", "unsubscribe_queued": True}
+    assert await pg.fetchval("select status::text from public.instagram_integrations") == "disconnected"
+
+
+async def test_as_user_member_cannot_disconnect(db: AsyncpgDatabase, pg: asyncpg.Connection) -> None:
+    """A member who is not an admin is refused (as not found) and the integration stays connected."""
+    stored = await store(db)
+    with pytest.raises(errors.NotFoundError) as info:
+        await db.rpc_as_user(
+            as_user(DEMO_MEMBER), "instagram_disconnect", {"p_integration_id": stored[0]["id"]}
+        )
+    assert info.value.code == "integration_not_found"
+    assert await pg.fetchval("select status::text from public.instagram_integrations") == "connected"
+
+
+async def test_as_user_other_imos_integration_is_not_found(
+    db: AsyncpgDatabase, pg: asyncpg.Connection
+) -> None:
+    """Another IMO's admin gets the same integration_not_found as for an id that does not exist."""
+    stored = await store(db)
+    for integration_id in (stored[0]["id"], str(uuid.uuid4())):
+        with pytest.raises(errors.NotFoundError) as info:
+            await db.rpc_as_user(
+                as_user(STARTER_ADMIN), "instagram_disconnect", {"p_integration_id": integration_id}
+            )
+        assert info.value.code == "integration_not_found"
+    assert await pg.fetchval("select status::text from public.instagram_integrations") == "connected"
+
+
+async def test_as_user_anon_role_is_refused(db: AsyncpgDatabase) -> None:
+    """Claims with role anon run as anon, whom the app-facing RPCs are not granted to (403)."""
+    await store(db)
+    for name, args in (
+        ("instagram_integration_status", {"p_imo_id": DEMO_IMO}),
+        ("instagram_disconnect", {"p_integration_id": str(uuid.uuid4())}),
+    ):
+        with pytest.raises(errors.ForbiddenError):
+            await db.rpc_as_user(as_user(DEMO_ADMIN, role="anon"), name, args)
+
+
+@pytest.mark.parametrize("role", ["service_role", "postgres", "authenticated; drop table x"])
+async def test_as_user_other_roles_are_refused_before_sql(database_url: str, role: str) -> None:
+    """A JWT naming a role users may not take is ForbiddenError before any SQL (a closed pool is not touched)."""
+    database = await AsyncpgDatabase.connect(database_url, min_size=0, max_size=1)
+    await database.close()
+    with pytest.raises(errors.ForbiddenError) as info:
+        await database.rpc_as_user(
+            as_user(DEMO_ADMIN, role=role), "instagram_integration_status", {"p_imo_id": DEMO_IMO}
+        )
+    assert info.value.code == "role_not_allowed"
+
+
+async def test_as_user_service_functions_are_refused(db: AsyncpgDatabase) -> None:
+    """As the user, service-only functions are out of reach, exactly as through PostgREST."""
+    with pytest.raises(errors.ForbiddenError):
+        await db.rpc_as_user(as_user(DEMO_ADMIN), "instagram_health")
+
+
+@pytest.fixture
+async def whoami_as_user(pg: asyncpg.Connection) -> AsyncIterator[str]:
+    """A throwaway function returning current_user, auth.uid() and auth.role(), executable by authenticated."""
+    name = f"instagram_test_who_{uuid.uuid4().hex[:8]}"
+    ddl = f"""create function public.{name}() returns jsonb language sql stable as $$
+          select jsonb_build_object('current_user', current_user::text, 'uid', auth.uid(), 'role', auth.role(),
+                                    'email', auth.jwt() ->> 'email') $$;
+        revoke execute on function public.{name}() from public, anon;
+        grant execute on function public.{name}() to authenticated, service_role;"""  # noqa: S608  # our own name
+    await pg.execute(ddl)
+    try:
+        yield name
+    finally:
+        await pg.execute(f"drop function if exists public.{name}()")
+
+
+async def test_as_user_sets_role_and_claims_for_one_transaction(
+    database_url: str, whoami_as_user: str
+) -> None:
+    """The call runs as authenticated with auth.uid()/role()/jwt() from the claims; on the same pooled
+    connection the next plain call is service_role again with no claims left behind."""
+    database = await AsyncpgDatabase.connect(database_url, min_size=1, max_size=1)
+    try:
+        seen = await database.rpc_as_user(as_user(DEMO_MEMBER), whoami_as_user)
+        assert seen == {
+            "current_user": "authenticated",
+            "uid": DEMO_MEMBER,
+            "role": "authenticated",
+            "email": f"{DEMO_MEMBER}@test",
+        }
+        after = await database.rpc(whoami_as_user)
+        assert after == {"current_user": "service_role", "uid": None, "role": None, "email": None}
+    finally:
+        await database.close()
+
+
+async def test_as_user_error_rolls_back_and_resets(database_url: str, whoami_as_user: str) -> None:
+    """A refused call as the user leaves the pooled connection as service_role, without the user's claims."""
+    database = await AsyncpgDatabase.connect(database_url, min_size=1, max_size=1)
+    try:
+        with pytest.raises(errors.NotFoundError):
+            await database.rpc_as_user(
+                as_user(DEMO_MEMBER), "instagram_disconnect", {"p_integration_id": str(uuid.uuid4())}
+            )
+        assert (await database.rpc(whoami_as_user))["current_user"] == "service_role"
+    finally:
+        await database.close()

@@ -14,7 +14,8 @@ import httpx
 import pytest
 
 from instagram_dm import errors
-from instagram_dm.db.port import Database, translate_error
+from instagram_dm.auth import mint_user_token
+from instagram_dm.db.port import ActingUser, Database, translate_error
 from instagram_dm.db.supabase_adapter import SupabaseDatabase
 
 SUPABASE_URL = "http://127.0.0.1:54321"
@@ -73,14 +74,85 @@ async def sdb(http: httpx.AsyncClient) -> AsyncIterator[SupabaseDatabase]:
 
 async def test_request_shape(sdb: SupabaseDatabase, postgrest: FakePostgREST) -> None:
     """An RPC is POST <url>/rest/v1/rpc/<fn> with apikey + Bearer service key and the named args as JSON."""
-    await sdb.rpc("instagram_integration_status_for_user", {"p_user_id": USER_ID, "p_imo_id": IMO_ID})
+    await sdb.rpc(
+        "instagram_oauth_state_consume", {"p_state_hash": "ab" * 32, "p_browser_binding_hash": None}
+    )
     request = postgrest.last
     assert request.method == "POST"
-    assert str(request.url) == f"{SUPABASE_URL}/rest/v1/rpc/instagram_integration_status_for_user"
+    assert str(request.url) == f"{SUPABASE_URL}/rest/v1/rpc/instagram_oauth_state_consume"
     assert request.headers["apikey"] == SERVICE_ROLE_KEY
     assert request.headers["authorization"] == f"Bearer {SERVICE_ROLE_KEY}"
     assert request.headers["content-type"] == "application/json"
-    assert json.loads(request.content) == {"p_user_id": USER_ID, "p_imo_id": IMO_ID}
+    assert json.loads(request.content) == {"p_state_hash": "ab" * 32, "p_browser_binding_hash": None}
+
+
+# ---- as the user ---------------------------------------------------------------------------------
+
+
+def acting(role: str = "authenticated") -> ActingUser:
+    token = mint_user_token("a-test-secret-that-is-at-least-32-characters", USER_ID, role=role)
+    return ActingUser(token=token, claims={"sub": USER_ID, "role": role, "aud": "authenticated"})
+
+
+async def test_as_user_sends_the_users_jwt(sdb: SupabaseDatabase, postgrest: FakePostgREST) -> None:
+    """As the user, the same RPC goes with the user's JWT as the bearer; apikey stays the adapter's key."""
+    user = acting()
+    postgrest.reply = lambda request: httpx.Response(200, json=[])
+    assert await sdb.rpc_as_user(user, "instagram_integration_status", {"p_imo_id": IMO_ID}) == []
+    request = postgrest.last
+    assert request.method == "POST"
+    assert str(request.url) == f"{SUPABASE_URL}/rest/v1/rpc/instagram_integration_status"
+    assert request.headers["apikey"] == SERVICE_ROLE_KEY
+    assert request.headers["authorization"] == f"Bearer {user.token}"
+    assert request.headers.get_list("authorization") == [f"Bearer {user.token}"]
+    assert request.headers["content-type"] == "application/json"
+    assert json.loads(request.content) == {"p_imo_id": IMO_ID}
+
+
+async def test_as_user_does_not_stick(sdb: SupabaseDatabase, postgrest: FakePostgREST) -> None:
+    """A service call after a call as the user carries the service key again, and the user's JWT is gone."""
+    user = acting()
+    await sdb.rpc_as_user(user, "instagram_disconnect", {"p_integration_id": IMO_ID})
+    await sdb.rpc("instagram_health")
+    assert postgrest.last.headers["authorization"] == f"Bearer {SERVICE_ROLE_KEY}"
+    assert user.token not in str(postgrest.last.headers)
+
+
+async def test_as_user_refused_token_is_auth_error(sdb: SupabaseDatabase, postgrest: FakePostgREST) -> None:
+    """PostgREST's 401 for the user's JWT (PGRST301) is AuthError, not a broken service key."""
+    postgrest.reply = postgrest_error(401, "PGRST301", "JWT expired")
+    with pytest.raises(errors.AuthError):
+        await sdb.rpc_as_user(acting(), "instagram_integration_status", {"p_imo_id": IMO_ID})
+    postgrest.reply = lambda request: httpx.Response(401, json={"message": "Invalid JWT"})
+    with pytest.raises(errors.AuthError) as info:
+        await sdb.rpc_as_user(acting(), "instagram_integration_status", {"p_imo_id": IMO_ID})
+    assert "SUPABASE_SERVICE_ROLE_KEY" not in info.value.message
+
+
+async def test_as_user_domain_errors_map_as_usual(sdb: SupabaseDatabase, postgrest: FakePostgREST) -> None:
+    """instagram_disconnect's integration_not_found (P0002) comes back as NotFoundError."""
+    postgrest.reply = postgrest_error(404, "P0002", "integration_not_found", "No such Instagram integration.")
+    with pytest.raises(errors.NotFoundError):
+        await sdb.rpc_as_user(acting(), "instagram_disconnect", {"p_integration_id": IMO_ID})
+
+
+async def test_as_user_without_token_refused_before_http(
+    sdb: SupabaseDatabase, postgrest: FakePostgREST
+) -> None:
+    """A caller without a token cannot be acted as over PostgREST (it would silently be anon)."""
+    with pytest.raises(errors.AuthError):
+        await sdb.rpc_as_user(ActingUser(token="", claims={"sub": USER_ID, "role": "authenticated"}), "fn")
+    assert postgrest.requests == []
+
+
+@pytest.mark.parametrize("role", ["service_role", "supabase_admin"])
+async def test_as_user_other_roles_refused_before_http(
+    sdb: SupabaseDatabase, postgrest: FakePostgREST, role: str
+) -> None:
+    """A JWT naming a role users may not take is ForbiddenError and nothing is sent."""
+    with pytest.raises(errors.ForbiddenError):
+        await sdb.rpc_as_user(acting(role), "instagram_integration_status", {"p_imo_id": IMO_ID})
+    assert postgrest.requests == []
 
 
 async def test_no_args_sends_empty_object(sdb: SupabaseDatabase, postgrest: FakePostgREST) -> None:
@@ -131,7 +203,7 @@ async def test_unserialisable_argument_is_bad_request(
     with pytest.raises(errors.BadRequestError, match="p_accounts"):
         await sdb.rpc("instagram_store_integrations", {"p_accounts": {"x": object()}})
     with pytest.raises(errors.BadRequestError, match="p_limit"):
-        await sdb.rpc("instagram_unsubscribe_claim", {"p_limit": float("nan")})
+        await sdb.rpc("instagram_unsubscribe_claim_v1", {"p_limit": float("nan")})
     assert postgrest.requests == []
 
 
@@ -163,10 +235,7 @@ async def test_results_decoded(
 async def test_void_is_none(sdb: SupabaseDatabase, postgrest: FakePostgREST) -> None:
     """A void function (PostgREST: 204 No Content) returns None, not []."""
     postgrest.reply = lambda request: httpx.Response(204)
-    assert (
-        await sdb.rpc("instagram_unsubscribe_finish", {"p_id": str(uuid.uuid4()), "p_outcome": "done"})
-        is None
-    )
+    assert await sdb.rpc("instagram_rotate_key_batch", {"p_batch": 1}) is None
 
 
 async def test_empty_200_is_none(sdb: SupabaseDatabase, postgrest: FakePostgREST) -> None:

@@ -13,7 +13,16 @@ import pytest
 
 from instagram_dm import errors
 from instagram_dm.db.asyncpg_adapter import AsyncpgDatabase
-from tests.fixtures.database import DEMO_ADMIN, DEMO_IMO, DEMO_MEMBER, STARTER_ADMIN, STARTER_IMO, acting_as
+from instagram_dm.db.port import ActingUser
+from tests.fixtures.database import (
+    DEMO_ADMIN,
+    DEMO_IMO,
+    DEMO_MEMBER,
+    STARTER_ADMIN,
+    STARTER_IMO,
+    acting_as,
+    claims_for,
+)
 from tests.worker.conftest import KEY
 
 WEEK = 7 * 86_400
@@ -336,7 +345,9 @@ async def test_complete_does_not_resurrect_a_disconnected_integration(
     iid = await integration(pg)
     await enqueue(db)
     [job] = await claim(db)
-    await db.rpc("instagram_disconnect_for_user", {"p_user_id": DEMO_ADMIN, "p_integration_id": iid})
+    await db.rpc_as_user(
+        ActingUser(token="", claims=claims_for(DEMO_ADMIN)), "instagram_disconnect", {"p_integration_id": iid}
+    )
     await complete(db, "w1", [{"job_id": job["id"], "user_token": "new", "token_expires_at": "2027-01-01Z"}])
     row = await pg.fetchrow("select status, user_access_token_encrypted from public.instagram_integrations")
     assert row["status"] == "disconnected"

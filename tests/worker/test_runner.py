@@ -5,14 +5,14 @@ database refuses, an outage while completing)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, ClassVar
 
 import pytest
 
 from instagram_dm import errors
+from instagram_dm.db.memory import Call, InMemoryDatabase
 from worker.queue import Failed, Job, QueueRPCs
 from worker.retry import RetryRules, decide
 from worker.runner import Worker, WorkerOptions
@@ -20,55 +20,47 @@ from worker.runner import Worker, WorkerOptions
 OPTIONS = WorkerOptions(concurrency=10, poll_interval=0.02, lease_seconds=30, grace_period=5.0, listen=False)
 
 
-@dataclass
-class MemoryQueue:
+class MemoryQueue(InMemoryDatabase):
     """The four queue RPCs of kind `fake`, in memory (a stand-in for one queue table)."""
 
-    available: list[int]
-    running: set[int] = field(default_factory=set)
-    completed: list[int] = field(default_factory=list)
-    failed: list[tuple[int, str]] = field(default_factory=list)
-    released: list[int] = field(default_factory=list)
-    refuse_batches_with: set[int] = field(default_factory=set)  # complete raises when one of these is in it
-    outages: int = 0  # complete raises DatabaseUnavailableError this many times
-    calls: list[str] = field(default_factory=list)
-    supports_listen: bool = False
+    def __init__(
+        self, available: list[int], *, refuse_batches_with: frozenset[int] = frozenset(), outages: int = 0
+    ):
+        super().__init__()
+        self.available = available
+        self.running: set[int] = set()
+        self.completed: list[int] = []
+        self.failed: list[tuple[int, str]] = []
+        self.released: list[int] = []
+        self.refuse_batches_with = refuse_batches_with  # complete raises when one of these is in the batch
+        self.outages = outages  # complete raises DatabaseUnavailableError this many times
 
-    async def rpc(self, name: str, args: Mapping[str, Any] | None = None) -> Any:
-        args = dict(args or {})
-        self.calls.append(name)
-        if name == "fake_claim":
-            taken, self.available = self.available[: args["p_limit"]], self.available[args["p_limit"] :]
-            self.running.update(taken)
-            return [{"id": i, "attempt": 1, "max_attempts": 3} for i in taken]
-        if name == "fake_complete":
-            ids = [r["job_id"] for r in args["p_results"]]
-            if self.outages:
-                self.outages -= 1
-                raise errors.DatabaseUnavailableError()
-            if self.refuse_batches_with & set(ids):
-                raise errors.DatabaseError("cannot store one of these")
-            self.completed += ids
-            self.running -= set(ids)
-            return {"completed": len(ids), "stale": 0}
-        if name == "fake_fail":
-            self.failed.append((args["p_job_id"], args["p_action"]))
-            self.running.discard(args["p_job_id"])
-            return {"stale": False}
-        if name == "fake_release":
-            self.released += args["p_job_ids"]
-            self.running -= set(args["p_job_ids"])
-            return len(args["p_job_ids"])
-        raise errors.RPCNotFoundError()
+    def instagram_fake_claim(self, call: Call) -> list[dict[str, Any]]:
+        limit = call.args["p_limit"]
+        taken, self.available = self.available[:limit], self.available[limit:]
+        self.running.update(taken)
+        return [{"id": i, "attempt": 1, "max_attempts": 3} for i in taken]
 
-    async def ping(self) -> None:
-        return None
+    def instagram_fake_complete(self, call: Call) -> dict[str, int]:
+        ids = [r["job_id"] for r in call.args["p_results"]]
+        if self.outages:
+            self.outages -= 1
+            raise errors.DatabaseUnavailableError()
+        if self.refuse_batches_with & set(ids):
+            raise errors.DatabaseError("cannot store one of these")
+        self.completed += ids
+        self.running -= set(ids)
+        return {"completed": len(ids), "stale": 0}
 
-    async def listen(self, channels: Sequence[str]) -> Any:
-        raise NotImplementedError
+    def instagram_fake_fail(self, call: Call) -> dict[str, bool]:
+        self.failed.append((call.args["p_job_id"], call.args["p_action"]))
+        self.running.discard(call.args["p_job_id"])
+        return {"stale": False}
 
-    async def close(self) -> None:
-        return None
+    def instagram_fake_release(self, call: Call) -> int:
+        self.released += call.args["p_job_ids"]
+        self.running -= set(call.args["p_job_ids"])
+        return len(call.args["p_job_ids"])
 
 
 class FakeKind:
@@ -76,7 +68,9 @@ class FakeKind:
 
     name: ClassVar[str] = "fake"
     channel: ClassVar[str] = "fake_jobs"
-    rpcs: ClassVar[QueueRPCs] = QueueRPCs("fake_claim", "fake_complete", "fake_fail", "fake_release")
+    rpcs: ClassVar[QueueRPCs] = QueueRPCs(
+        "instagram_fake_claim", "instagram_fake_complete", "instagram_fake_fail", "instagram_fake_release"
+    )
 
     def __init__(
         self, *, seconds: float = 0.0, fatal: frozenset[int] = frozenset(), share: float = 1.0
@@ -114,7 +108,7 @@ async def test_fatal_errors_in_two_jobs_still_let_the_others_finish() -> None:
 
 async def test_a_batch_the_database_refuses_is_completed_one_by_one() -> None:
     """When one result in a batch cannot be stored, the others still complete and only that job fails."""
-    queue = MemoryQueue(available=list(range(5)), refuse_batches_with={2})
+    queue = MemoryQueue(available=list(range(5)), refuse_batches_with=frozenset({2}))
     worker = Worker(
         queue, [FakeKind()], options=WorkerOptions(**{**OPTIONS.__dict__, "exit_when_idle": True})
     )
@@ -131,7 +125,7 @@ async def test_an_outage_while_completing_keeps_the_results_for_the_next_pass() 
     )
     assert await asyncio.wait_for(worker.run(), 10) == 0
     assert sorted(queue.completed) == [0, 1, 2]
-    assert queue.calls.count("fake_complete") >= 3 and queue.failed == []
+    assert len(queue.calls_to("instagram_fake_complete")) >= 3 and queue.failed == []
 
 
 async def test_a_second_signal_cuts_the_grace_period_short() -> None:
@@ -139,8 +133,11 @@ async def test_a_second_signal_cuts_the_grace_period_short() -> None:
     queue = MemoryQueue(available=list(range(2)))
     worker = Worker(queue, [FakeKind(seconds=30)], options=OPTIONS)
     task = asyncio.create_task(worker.run())
-    while worker.in_flight < 2:
+    for _ in range(500):
+        if worker.in_flight == 2:
+            break
         await asyncio.sleep(0.01)
+    assert worker.in_flight == 2
     worker.on_signal("SIGTERM")
     await asyncio.sleep(0.1)
     assert not task.done()

@@ -8,8 +8,9 @@ from typing import Any
 import asyncpg
 
 from instagram_dm.db.asyncpg_adapter import AsyncpgDatabase
+from instagram_dm.db.port import ActingUser
 from instagram_dm.graph import GraphClient
-from tests.fixtures.database import DEMO_ADMIN
+from tests.fixtures.database import DEMO_ADMIN, claims_for
 from tests.worker.conftest import (
     KEY,
     all_finished,
@@ -278,7 +279,11 @@ async def test_queued_page_unsubscription_is_processed(
     [conn] = await create_integrations(pg, sandbox, 1, webhook_subscribed=True)
     await graph.subscribe_page(conn.page_id, conn.page_token)
     assert conn.page_id in sandbox.state()["subscriptions"]
-    await disconnect(pg, conn.id)
+    await db.rpc_as_user(
+        ActingUser(token="", claims=claims_for(DEMO_ADMIN)),
+        "instagram_disconnect",
+        {"p_integration_id": conn.id},
+    )
 
     async def done() -> bool:
         return await pg.fetchval("select state from public.instagram_page_unsubscriptions") == "completed"

@@ -1,0 +1,488 @@
+"""The typed RPC layer: one keyword-only async function per SQL function we call, and its result.
+
+This module is the catalogue of the SQL functions in ``supabase/migrations/`` that Python calls. Each
+function names its SQL function once, takes the SQL arguments as keyword-only parameters (the SQL
+name without ``p_``), and turns the decoded ``jsonb`` into a frozen dataclass, so names, arguments
+and result fields are checked by mypy here and nowhere else. ``tests/db/test_rpc.py`` checks every
+function against ``pg_proc`` of the migrated database (name and exact argument names).
+
+=====================================  ====================================================  ==============
+Python (SQL ``public.instagram_…``)    what it does                                          who may call
+=====================================  ====================================================  ==============
+``oauth_state_create``                 check the user may connect for the IMO (admin, plan),  service_role
+                                       store a hashed single-use OAuth state
+``oauth_state_consume``                spend a state once: ok | used | expired | unknown |   service_role
+                                       foreign_browser | not_allowed (role/plan re-checked)
+``store_integrations``                 encrypt and upsert one integration per linked          service_role
+                                       account, in one transaction (admin/plan re-checked)
+``integration_tokens``                 decrypted tokens of one integration                    service_role
+``integration_status``                 the IMO's integrations, safe fields only; ``[]`` for   authenticated
+                                       non-members (security invoker: RLS decides)            (as the user)
+``disconnect``                         an IMO admin wipes the tokens, marks disconnected,     authenticated
+                                       queues the Page unsubscribe                            (as the user)
+``rotate_key_batch``                   re-encrypt up to ``batch`` rows from the old key to    service_role
+                                       the new one (resumable)
+``health``                             extensions present, migrations applied, server time    service_role
+=====================================  ====================================================  ==============
+
+Conventions (add the worker's queue RPCs the same way):
+
+* ``async def <name>(db: Database, *, <arg>: <type>, ...) -> <Result>`` for service-role functions;
+  app-facing ones take the caller second, ``(db, user: ActingUser, *, ...)``, and go through
+  :meth:`Database.rpc_as_user`, so grants, RLS and ``auth.uid()`` decide as for the web app.
+* Python parameter ``x`` is SQL argument ``p_x``; every SQL argument is passed, defaults included
+  (the pg_proc test requires the sets to be equal). A versioned SQL name (``…_v1``) keeps its suffix in
+  the SQL string only: ``refresh_claim`` calls ``instagram_refresh_claim_v1``.
+* Structured arguments the SQL reads with ``->>`` are frozen dataclasses with ``to_json()``
+  (e.g. :class:`AccountToStore`), converted in the function, never in callers.
+* Results are frozen dataclasses with ``from_json()``; ids are canonical UUID strings, timestamps
+  aware ``datetime``; a result that does not have the promised shape is
+  :class:`~instagram_dm.errors.DatabaseError` ``unexpected_result`` (a migration and this module
+  disagree). Token fields are ``repr=False``.
+* Every function is listed in :data:`CATALOGUE`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, cast, get_args
+
+from instagram_dm import errors
+from instagram_dm.db.port import ActingUser, Database
+
+__all__ = [
+    "CATALOGUE",
+    "AccountToStore",
+    "Disconnected",
+    "Health",
+    "IntegrationStatus",
+    "IntegrationTokens",
+    "KeyRotationBatch",
+    "StateConsumed",
+    "StateCreated",
+    "StateStatus",
+    "StoredIntegration",
+    "disconnect",
+    "health",
+    "integration_status",
+    "integration_tokens",
+    "oauth_state_consume",
+    "oauth_state_create",
+    "rotate_key_batch",
+    "store_integrations",
+]
+
+# ---- reading results ------------------------------------------------------------------------------
+
+
+def _unexpected(what: str) -> errors.DatabaseError:
+    return errors.DatabaseError(
+        f"The database returned an unexpected result ({what}).", code="unexpected_result"
+    )
+
+
+def _object(value: object, rpc: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise _unexpected(f"{rpc}: not an object")
+    return value
+
+
+def _array(value: object, rpc: str) -> list[Mapping[str, Any]]:
+    if not isinstance(value, list):
+        raise _unexpected(f"{rpc}: not an array")
+    return [_object(item, rpc) for item in value]
+
+
+def _str(data: Mapping[str, Any], key: str) -> str:
+    value = data.get(key)
+    if not isinstance(value, str):
+        raise _unexpected(f"{key} is not a string")
+    return value
+
+
+def _opt_str(data: Mapping[str, Any], key: str) -> str | None:
+    return None if data.get(key) is None else _str(data, key)
+
+
+def _bool(data: Mapping[str, Any], key: str) -> bool:
+    value = data.get(key)
+    if not isinstance(value, bool):
+        raise _unexpected(f"{key} is not a boolean")
+    return value
+
+
+def _int(data: Mapping[str, Any], key: str) -> int:
+    value = data.get(key)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise _unexpected(f"{key} is not an integer")
+    return value
+
+
+def _opt_datetime(data: Mapping[str, Any], key: str) -> datetime | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value
+    try:
+        return datetime.fromisoformat(_str(data, key))
+    except ValueError:
+        raise _unexpected(f"{key} is not a timestamp") from None
+
+
+def _datetime(data: Mapping[str, Any], key: str) -> datetime:
+    value = _opt_datetime(data, key)
+    if value is None:
+        raise _unexpected(f"{key} is missing")
+    return value
+
+
+def _strings(data: Mapping[str, Any], key: str) -> tuple[str, ...]:
+    value = data.get(key) or []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise _unexpected(f"{key} is not a list of strings")
+    return tuple(value)
+
+
+# ---- OAuth states ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StateCreated:
+    """A stored OAuth state: its row id and until when it may be consumed."""
+
+    id: str
+    expires_at: datetime
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> StateCreated:
+        return cls(id=_str(data, "id"), expires_at=_datetime(data, "expires_at"))
+
+
+async def oauth_state_create(
+    db: Database,
+    *,
+    state_hash: str,
+    user_id: str,
+    imo_id: str,
+    return_to: str,
+    ttl_seconds: int,
+    browser_binding_hash: str | None,
+) -> StateCreated:
+    """``instagram_oauth_state_create``: ForbiddenError ``not_imo_admin`` / ``feature_not_in_plan``,
+    BadRequestError ``invalid_ttl``."""
+    result = await db.rpc(
+        "instagram_oauth_state_create",
+        {
+            "p_state_hash": state_hash,
+            "p_user_id": user_id,
+            "p_imo_id": imo_id,
+            "p_return_to": return_to,
+            "p_ttl_seconds": ttl_seconds,
+            "p_browser_binding_hash": browser_binding_hash,
+        },
+    )
+    return StateCreated.from_json(_object(result, "instagram_oauth_state_create"))
+
+
+StateStatus = Literal["ok", "used", "expired", "unknown", "foreign_browser", "not_allowed"]
+_STATE_STATUSES: frozenset[str] = frozenset(get_args(StateStatus))
+
+
+@dataclass(frozen=True)
+class StateConsumed:
+    """The outcome of spending a state; `user_id` and `imo_id` only when ``ok``, `return_to` when known."""
+
+    status: StateStatus
+    return_to: str | None = None
+    user_id: str | None = None
+    imo_id: str | None = None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> StateConsumed:
+        status = _str(data, "status")
+        if status not in _STATE_STATUSES:
+            raise _unexpected(f"unknown state status {status[:32]!r}")
+        consumed = cls(
+            status=cast("StateStatus", status),
+            return_to=_opt_str(data, "return_to"),
+            user_id=_opt_str(data, "user_id"),
+            imo_id=_opt_str(data, "imo_id"),
+        )
+        if status == "ok" and (
+            consumed.user_id is None or consumed.imo_id is None or consumed.return_to is None
+        ):
+            raise _unexpected("an ok state without user, IMO or return URL")
+        return consumed
+
+
+async def oauth_state_consume(
+    db: Database, *, state_hash: str, browser_binding_hash: str | None
+) -> StateConsumed:
+    """``instagram_oauth_state_consume``: spends the state whatever the outcome."""
+    result = await db.rpc(
+        "instagram_oauth_state_consume",
+        {"p_state_hash": state_hash, "p_browser_binding_hash": browser_binding_hash},
+    )
+    return StateConsumed.from_json(_object(result, "instagram_oauth_state_consume"))
+
+
+# ---- integrations ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AccountToStore:
+    """One linked Instagram account as ``instagram_store_integrations`` reads it from ``p_accounts``."""
+
+    page_id: str
+    page_name: str | None
+    page_token: str = field(repr=False)
+    ig_account_id: str
+    ig_username: str | None
+    ig_profile_picture_url: str | None
+    webhook_subscribed: bool
+    webhook_error_code: str | None = None
+    webhook_error_message: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The object the SQL reads with ``->>`` (the keys are the SQL's, in one place)."""
+        return {
+            "page_id": self.page_id,
+            "page_name": self.page_name,
+            "page_token": self.page_token,
+            "ig_account_id": self.ig_account_id,
+            "ig_username": self.ig_username,
+            "ig_profile_picture_url": self.ig_profile_picture_url,
+            "webhook_subscribed": self.webhook_subscribed,
+            "webhook_error_code": self.webhook_error_code,
+            "webhook_error_message": self.webhook_error_message,
+        }
+
+
+@dataclass(frozen=True)
+class StoredIntegration:
+    """One integration created or updated by a connect."""
+
+    id: str
+    instagram_business_account_id: str
+    facebook_page_id: str
+    webhook_subscribed: bool
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> StoredIntegration:
+        return cls(
+            id=_str(data, "id"),
+            instagram_business_account_id=_str(data, "instagram_business_account_id"),
+            facebook_page_id=_str(data, "facebook_page_id"),
+            webhook_subscribed=_bool(data, "webhook_subscribed"),
+        )
+
+
+async def store_integrations(
+    db: Database,
+    *,
+    imo_id: str,
+    user_id: str,
+    key: str,
+    user_token: str,
+    token_expires_at: datetime | None,
+    data_access_expires_at: datetime | None,
+    scopes: Sequence[str],
+    accounts: Sequence[AccountToStore],
+) -> tuple[StoredIntegration, ...]:
+    """``instagram_store_integrations``: ForbiddenError when the user lost the role or the plan,
+    BadRequestError ``missing_token`` / ``no_accounts`` / ``invalid_encryption_key``."""
+    result = await db.rpc(
+        "instagram_store_integrations",
+        {
+            "p_imo_id": imo_id,
+            "p_user_id": user_id,
+            "p_key": key,
+            "p_user_token": user_token,
+            "p_token_expires_at": token_expires_at,
+            "p_data_access_expires_at": data_access_expires_at,
+            "p_scopes": list(scopes),
+            "p_accounts": [account.to_json() for account in accounts],
+        },
+    )
+    return tuple(StoredIntegration.from_json(row) for row in _array(result, "instagram_store_integrations"))
+
+
+@dataclass(frozen=True)
+class IntegrationTokens:
+    """The decrypted tokens of one integration and what a refresh needs beside them."""
+
+    integration_id: str
+    imo_id: str
+    status: str
+    facebook_page_id: str | None
+    instagram_business_account_id: str | None
+    token_expires_at: datetime | None
+    data_access_expires_at: datetime | None
+    token_version: str | None
+    user_token: str | None = field(repr=False)
+    page_token: str | None = field(repr=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> IntegrationTokens:
+        return cls(
+            integration_id=_str(data, "integration_id"),
+            imo_id=_str(data, "imo_id"),
+            status=_str(data, "status"),
+            facebook_page_id=_opt_str(data, "facebook_page_id"),
+            instagram_business_account_id=_opt_str(data, "instagram_business_account_id"),
+            token_expires_at=_opt_datetime(data, "token_expires_at"),
+            data_access_expires_at=_opt_datetime(data, "data_access_expires_at"),
+            token_version=_opt_str(data, "token_version"),
+            user_token=_opt_str(data, "user_token"),
+            page_token=_opt_str(data, "page_token"),
+        )
+
+
+async def integration_tokens(db: Database, *, integration_id: str, key: str) -> IntegrationTokens:
+    """``instagram_integration_tokens``: NotFoundError ``integration_not_found``,
+    EncryptionKeyMismatchError when the rows were encrypted with another key."""
+    result = await db.rpc("instagram_integration_tokens", {"p_integration_id": integration_id, "p_key": key})
+    return IntegrationTokens.from_json(_object(result, "instagram_integration_tokens"))
+
+
+@dataclass(frozen=True)
+class IntegrationStatus:
+    """One integration as the web app may see it: safe fields only, never a token."""
+
+    id: str
+    imo_id: str
+    status: str
+    instagram_business_account_id: str
+    instagram_username: str | None
+    instagram_profile_picture_url: str | None
+    facebook_page_id: str | None
+    facebook_page_name: str | None
+    token_expires_at: datetime | None
+    data_access_expires_at: datetime | None
+    last_refreshed_at: datetime | None
+    last_error_code: str | None
+    last_error_message: str | None
+    last_error_at: datetime | None
+    webhook_subscribed: bool
+    granted_scopes: tuple[str, ...]
+    connected_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> IntegrationStatus:
+        return cls(
+            id=_str(data, "id"),
+            imo_id=_str(data, "imo_id"),
+            status=_str(data, "status"),
+            instagram_business_account_id=_str(data, "instagram_business_account_id"),
+            instagram_username=_opt_str(data, "instagram_username"),
+            instagram_profile_picture_url=_opt_str(data, "instagram_profile_picture_url"),
+            facebook_page_id=_opt_str(data, "facebook_page_id"),
+            facebook_page_name=_opt_str(data, "facebook_page_name"),
+            token_expires_at=_opt_datetime(data, "token_expires_at"),
+            data_access_expires_at=_opt_datetime(data, "data_access_expires_at"),
+            last_refreshed_at=_opt_datetime(data, "last_refreshed_at"),
+            last_error_code=_opt_str(data, "last_error_code"),
+            last_error_message=_opt_str(data, "last_error_message"),
+            last_error_at=_opt_datetime(data, "last_error_at"),
+            webhook_subscribed=_bool(data, "webhook_subscribed"),
+            granted_scopes=_strings(data, "granted_scopes"),
+            connected_at=_datetime(data, "connected_at"),
+            updated_at=_datetime(data, "updated_at"),
+        )
+
+
+async def integration_status(db: Database, user: ActingUser, *, imo_id: str) -> tuple[IntegrationStatus, ...]:
+    """``instagram_integration_status``, as `user`: ``()`` when they are not a member of the IMO."""
+    result = await db.rpc_as_user(user, "instagram_integration_status", {"p_imo_id": imo_id})
+    return tuple(IntegrationStatus.from_json(row) for row in _array(result, "instagram_integration_status"))
+
+
+@dataclass(frozen=True)
+class Disconnected:
+    """A disconnected integration, and whether its Page's webhook unsubscribe was queued."""
+
+    id: str
+    status: str
+    unsubscribe_queued: bool
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Disconnected:
+        return cls(
+            id=_str(data, "id"),
+            status=_str(data, "status"),
+            unsubscribe_queued=_bool(data, "unsubscribe_queued"),
+        )
+
+
+async def disconnect(db: Database, user: ActingUser, *, integration_id: str) -> Disconnected:
+    """``instagram_disconnect``, as `user`: NotFoundError ``integration_not_found`` unless they are an
+    owner or admin of the integration's IMO (the same answer for another IMO's integration)."""
+    result = await db.rpc_as_user(user, "instagram_disconnect", {"p_integration_id": integration_id})
+    return Disconnected.from_json(_object(result, "instagram_disconnect"))
+
+
+# ---- operations -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KeyRotationBatch:
+    """Rows re-encrypted by one batch, rows still on the old key, rows on a third key (left alone)."""
+
+    rotated: int
+    remaining: int
+    foreign: int
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> KeyRotationBatch:
+        return cls(
+            rotated=_int(data, "rotated"), remaining=_int(data, "remaining"), foreign=_int(data, "foreign")
+        )
+
+
+async def rotate_key_batch(db: Database, *, old_key: str, new_key: str, batch: int) -> KeyRotationBatch:
+    """``instagram_rotate_key_batch``: BadRequestError ``invalid_encryption_key`` / ``same_key``."""
+    result = await db.rpc(
+        "instagram_rotate_key_batch", {"p_old_key": old_key, "p_new_key": new_key, "p_batch": batch}
+    )
+    return KeyRotationBatch.from_json(_object(result, "instagram_rotate_key_batch"))
+
+
+@dataclass(frozen=True)
+class Health:
+    """What readiness checks need: the extensions, the applied migrations, the server's clock."""
+
+    pgcrypto: bool
+    pg_cron: bool
+    migrations: tuple[str, ...]
+    server_time: datetime
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Health:
+        return cls(
+            pgcrypto=_bool(data, "pgcrypto"),
+            pg_cron=_bool(data, "pg_cron"),
+            migrations=_strings(data, "migrations"),
+            server_time=_datetime(data, "server_time"),
+        )
+
+
+async def health(db: Database) -> Health:
+    """``instagram_health``."""
+    return Health.from_json(_object(await db.rpc("instagram_health"), "instagram_health"))
+
+
+#: Every function of this module, for the catalogue test against pg_proc.
+CATALOGUE: tuple[Callable[..., Awaitable[object]], ...] = (
+    oauth_state_create,
+    oauth_state_consume,
+    store_integrations,
+    integration_tokens,
+    integration_status,
+    disconnect,
+    rotate_key_batch,
+    health,
+)
