@@ -13,6 +13,7 @@ import httpx
 
 from instagram_dm.backoff import Backoff
 from instagram_dm.bootstrap import open_database
+from instagram_dm.db import rpc
 from instagram_dm.graph import GraphClient
 from instagram_dm.settings import Settings
 from worker import signals
@@ -116,8 +117,8 @@ async def _refresh_now(settings: Settings, integration: str | None, window_secon
     db = await open_database(settings, max_size=1)
     try:
         if integration is not None:
-            return await db.rpc("instagram_refresh_enqueue_one_v1", {"p_integration_id": integration})
-        count = await db.rpc("instagram_refresh_enqueue_v1", {"p_window_seconds": window_seconds})
-        return {"enqueued": count}
+            one = await rpc.refresh_enqueue_one(db, integration_id=integration)
+            return {"enqueued": one.enqueued, "job_id": one.job_id}
+        return {"enqueued": await rpc.refresh_enqueue(db, window_seconds=window_seconds)}
     finally:
         await db.close()

@@ -15,7 +15,12 @@ Python (SQL ``public.instagram_…``)    what it does                           
                                        foreign_browser | not_allowed (role/plan re-checked)
 ``store_integrations``                 encrypt and upsert one integration per linked          service_role
                                        account, in one transaction (admin/plan re-checked)
-``integration_tokens``                 decrypted tokens of one integration                    service_role
+``integration_tokens``                 decrypted tokens of one integration (current key, or   service_role
+                                       the previous one during a rotation)
+``key_check``                          stored token rows per key: current, previous, foreign  service_role
+``unsubscribe_token``                  the Page token of an unsubscription a worker holds     service_role
+``refresh_enqueue``                    the daily sweep: a refresh job per integration due     service_role
+``refresh_enqueue_one``                a refresh job for one integration now                  service_role
 ``integration_status``                 the IMO's integrations, safe fields only; ``[]`` for   authenticated
                                        non-members (security invoker: RLS decides)            (as the user)
 ``disconnect``                         an IMO admin wipes the tokens, marks disconnected,     authenticated
@@ -25,7 +30,11 @@ Python (SQL ``public.instagram_…``)    what it does                           
 ``health``                             extensions present, migrations applied, server time    service_role
 =====================================  ====================================================  ==============
 
-Conventions (add the worker's queue RPCs the same way):
+The job kinds' queue functions (``…_claim_v1`` / ``_complete_vN`` / ``_fail_v1`` / ``_release_v1``) share
+one shape per role and are called by name through :class:`worker.queue.Queue`; each kind declares their
+names, and ``tests/worker/test_kinds_sql.py`` checks them against ``pg_proc`` the same way.
+
+Conventions:
 
 * ``async def <name>(db: Database, *, <arg>: <type>, ...) -> <Result>`` for service-role functions;
   app-facing ones take the caller second, ``(db, user: ActingUser, *, ...)``, and go through
@@ -59,7 +68,9 @@ __all__ = [
     "Health",
     "IntegrationStatus",
     "IntegrationTokens",
+    "KeyCheck",
     "KeyRotationBatch",
+    "RefreshEnqueued",
     "StateConsumed",
     "StateCreated",
     "StateStatus",
@@ -68,10 +79,14 @@ __all__ = [
     "health",
     "integration_status",
     "integration_tokens",
+    "key_check",
     "oauth_state_consume",
     "oauth_state_create",
+    "refresh_enqueue",
+    "refresh_enqueue_one",
     "rotate_key_batch",
     "store_integrations",
+    "unsubscribe_token",
 ]
 
 # ---- reading results ------------------------------------------------------------------------------
@@ -341,11 +356,74 @@ class IntegrationTokens:
         )
 
 
-async def integration_tokens(db: Database, *, integration_id: str, key: str) -> IntegrationTokens:
+async def integration_tokens(
+    db: Database, *, integration_id: str, key: str, previous_key: str | None = None
+) -> IntegrationTokens:
     """``instagram_integration_tokens``: NotFoundError ``integration_not_found``,
-    EncryptionKeyMismatchError when the rows were encrypted with another key."""
-    result = await db.rpc("instagram_integration_tokens", {"p_integration_id": integration_id, "p_key": key})
+    EncryptionKeyMismatchError when neither key opens the row, TokenCorruptError when it is damaged."""
+    result = await db.rpc(
+        "instagram_integration_tokens",
+        {"p_integration_id": integration_id, "p_key": key, "p_previous_key": previous_key},
+    )
     return IntegrationTokens.from_json(_object(result, "instagram_integration_tokens"))
+
+
+@dataclass(frozen=True)
+class KeyCheck:
+    """How many stored token rows each key opens, and how many neither does."""
+
+    current: int
+    previous: int
+    foreign: int
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> KeyCheck:
+        return cls(
+            current=_int(data, "current"), previous=_int(data, "previous"), foreign=_int(data, "foreign")
+        )
+
+
+async def key_check(db: Database, *, key: str, previous_key: str | None = None) -> KeyCheck:
+    """``instagram_key_check_v1``."""
+    result = await db.rpc("instagram_key_check_v1", {"p_key": key, "p_previous_key": previous_key})
+    return KeyCheck.from_json(_object(result, "instagram_key_check_v1"))
+
+
+async def unsubscribe_token(
+    db: Database, *, job_id: str, worker: str, key: str, previous_key: str | None = None
+) -> str | None:
+    """``instagram_unsubscribe_token_v1``: the Page token of an unsubscription `worker` holds (None when
+    none was stored); NotFoundError ``job_not_held`` otherwise."""
+    token = await db.rpc(
+        "instagram_unsubscribe_token_v1",
+        {"p_job_id": job_id, "p_worker": worker, "p_key": key, "p_previous_key": previous_key},
+    )
+    if token is not None and not isinstance(token, str):
+        raise _unexpected("instagram_unsubscribe_token_v1: not text")
+    return token
+
+
+async def refresh_enqueue(db: Database, *, window_seconds: int) -> int:
+    """``instagram_refresh_enqueue_v1``: what the daily cron job does; returns how many were enqueued."""
+    return int(await db.rpc("instagram_refresh_enqueue_v1", {"p_window_seconds": window_seconds}))
+
+
+@dataclass(frozen=True)
+class RefreshEnqueued:
+    """Whether a new refresh job was enqueued, and the live job's id either way."""
+
+    enqueued: bool
+    job_id: int
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RefreshEnqueued:
+        return cls(enqueued=_bool(data, "enqueued"), job_id=_int(data, "job_id"))
+
+
+async def refresh_enqueue_one(db: Database, *, integration_id: str) -> RefreshEnqueued:
+    """``instagram_refresh_enqueue_one_v1``: NotFoundError / BadRequestError ``integration_not_connected``."""
+    result = await db.rpc("instagram_refresh_enqueue_one_v1", {"p_integration_id": integration_id})
+    return RefreshEnqueued.from_json(_object(result, "instagram_refresh_enqueue_one_v1"))
 
 
 @dataclass(frozen=True)
@@ -481,6 +559,10 @@ CATALOGUE: tuple[Callable[..., Awaitable[object]], ...] = (
     oauth_state_consume,
     store_integrations,
     integration_tokens,
+    key_check,
+    unsubscribe_token,
+    refresh_enqueue,
+    refresh_enqueue_one,
     integration_status,
     disconnect,
     rotate_key_batch,

@@ -171,7 +171,7 @@ async def test_admin_disconnect_wipes_tokens_and_queues_unsubscribe(
     queued = await pg.fetchrow(
         "select facebook_page_id, state, page_access_token_encrypted from public.instagram_page_unsubscriptions"
     )
-    assert queued["state"] == "pending" and queued["page_access_token_encrypted"] is not None
+    assert queued["state"] == "available" and queued["page_access_token_encrypted"] is not None
 
 
 async def test_member_cannot_disconnect(

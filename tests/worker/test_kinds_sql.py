@@ -105,7 +105,7 @@ async def test_key_check_counts_rows_per_key(pg: asyncpg.Connection, db: Asyncpg
     for key in (KEY, KEY, OLD, THIRD):
         await integration(pg, key=key)
     counts = await check_keys(db, key=KEY, previous_key=OLD)
-    assert counts == {"current": 2, "previous": 1, "foreign": 1}
+    assert (counts.current, counts.previous, counts.foreign) == (2, 1, 1)
 
 
 async def test_key_check_refuses_keys_that_open_no_stored_row(
@@ -120,7 +120,8 @@ async def test_key_check_refuses_keys_that_open_no_stored_row(
 
 async def test_key_check_passes_on_an_empty_database(pg: asyncpg.Connection, db: AsyncpgDatabase) -> None:
     """No stored tokens at all is a fresh install, not a wrong key."""
-    assert await check_keys(db, key=KEY, previous_key=None) == {"current": 0, "previous": 0, "foreign": 0}
+    counts = await check_keys(db, key=KEY, previous_key=None)
+    assert (counts.current, counts.previous, counts.foreign) == (0, 0, 0)
 
 
 # ---- the unsubscribe queue --------------------------------------------------------------------------
@@ -250,3 +251,39 @@ async def test_an_expired_lease_is_claimed_again(pg: asyncpg.Connection, db: Asy
     [job] = await claim_unsubscriptions(db, worker="alive")
     assert job["attempt"] == 2
     assert await pg.fetchval("select lease_owner from public.instagram_page_unsubscriptions") == "alive"
+
+
+# ---- every kind's queue functions have the common shapes ---------------------------------------------
+
+
+def _kinds() -> list[Any]:
+    from worker.kinds.refresh import RefreshKind
+    from worker.kinds.unsubscribe import UnsubscribeKind
+
+    async def never(job: Any) -> Any:
+        raise AssertionError
+
+    return [RefreshKind(never, key=KEY), UnsubscribeKind(None, None, key=KEY)]  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("kind", _kinds(), ids=lambda k: k.name)
+async def test_each_kind_names_queue_functions_of_the_common_shape(kind: Any, pg: asyncpg.Connection) -> None:
+    """A kind's claim / complete / fail / release exist once, take the arguments the runner sends, and are
+    service-only."""
+    expected = {
+        kind.rpcs.claim: {"p_worker", "p_limit", "p_lease_seconds"},
+        kind.rpcs.complete: {"p_worker", "p_results", *kind.complete_args()},
+        kind.rpcs.fail: {"p_job_id", "p_worker", "p_action", "p_run_at", "p_error_code", "p_error_message"},
+        kind.rpcs.release: {"p_worker", "p_job_ids"},
+    }
+    for name, arguments in expected.items():
+        rows = await pg.fetch(
+            """select p.proargnames as names, has_function_privilege('authenticated', p.oid, 'execute') as app,
+                      has_function_privilege('service_role', p.oid, 'execute') as service
+               from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+               where n.nspname = 'public' and p.proname = $1""",
+            name,
+        )
+        assert len(rows) == 1, name
+        assert set(rows[0]["names"]) == arguments, name
+        assert (rows[0]["app"], rows[0]["service"]) == (False, True), name

@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 from instagram_dm.backoff import Backoff
+from instagram_dm.db import rpc
 from instagram_dm.db.port import Database
 from instagram_dm.graph import GraphClient, MetaTokenInvalidError
 from worker import health
@@ -135,19 +136,14 @@ class FacebookLoginRefresher:
         return f"FacebookLoginRefresher(graph={self._graph!r})"
 
     async def __call__(self, job: RefreshJob) -> Refreshed:
-        tokens: dict[str, Any] = await self._db.rpc(
-            "instagram_integration_tokens",
-            {
-                "p_integration_id": job.integration_id,
-                "p_key": self._key,
-                "p_previous_key": self._previous_key,
-            },
+        tokens = await rpc.integration_tokens(
+            self._db, integration_id=job.integration_id, key=self._key, previous_key=self._previous_key
         )
-        if tokens.get("status") != "connected" or not tokens.get("user_token"):
-            log.info("refresh.skipped", extra={**job.log_extra(), "status": tokens.get("status")})
+        if tokens.status != "connected" or not tokens.user_token:
+            log.info("refresh.skipped", extra={**job.log_extra(), "status": tokens.status})
             return Refreshed()
 
-        exchanged = await self._graph.exchange_long_lived(str(tokens["user_token"]))
+        exchanged = await self._graph.exchange_long_lived(tokens.user_token)
         info = await self._graph.debug_token(exchanged.token)
         if not info.is_valid:
             raise MetaTokenInvalidError(
@@ -161,15 +157,14 @@ class FacebookLoginRefresher:
             new_expires = now + timedelta(seconds=exchanged.expires_in)
 
         page_token: str | None = None
-        current_page_token = tokens.get("page_token")
-        page_info = await self._graph.debug_token(str(current_page_token)) if current_page_token else None
+        page_info = await self._graph.debug_token(tokens.page_token) if tokens.page_token else None
         if page_info is None or not page_info.is_valid:
-            page_token = await self._graph.page_token(str(tokens["facebook_page_id"]), exchanged.token)
+            page_token = await self._graph.page_token(str(tokens.facebook_page_id), exchanged.token)
             log.info("refresh.page_token_renewed", extra=job.log_extra())
 
         warning = health.check(
             now=now,
-            old_expires_at=parse_when(tokens.get("token_expires_at")),
+            old_expires_at=tokens.token_expires_at,
             new_expires_at=new_expires,
             data_access_expires_at=info.data_access_expires_at,
             window=self._window,
@@ -185,7 +180,7 @@ class FacebookLoginRefresher:
             token_expires_at=new_expires,
             data_access_expires_at=info.data_access_expires_at,
             warning=warning,
-            token_version=tokens.get("token_version"),
+            token_version=tokens.token_version,
         )
 
 
