@@ -8,9 +8,11 @@ from typing import Any
 
 import asyncpg
 
+from instagram_dm.db import rpc
 from instagram_dm.db.asyncpg_adapter import AsyncpgDatabase
+from instagram_dm.db.port import ActingUser
 from instagram_dm.graph import GraphClient
-from tests.fixtures.database import DEMO_ADMIN
+from tests.fixtures.database import DEMO_ADMIN, claims_for
 from tests.worker.conftest import (
     KEY,
     Connected,
@@ -198,39 +200,45 @@ async def test_unsubscribe_gets_a_slot_while_refresh_keeps_every_other_one_busy(
     assert refreshed <= 12  # the unsubscribe took one of the first freed slots, not the last
 
 
-async def test_rotate_key_under_a_running_worker_fails_no_job(
+async def test_rotate_key_under_a_running_worker_and_api_fails_no_job(
     pg: asyncpg.Connection, db: AsyncpgDatabase, graph: GraphClient, sandbox: Any
 ) -> None:
     """Rotating 60 integrations in small batches while a worker (new key, previous key for reading)
-    refreshes them: every job completes, none fails, and every row ends under the new key."""
-    conns = await create_integrations(pg, sandbox, 60, key=OLD)
+    refreshes them and the admin disconnects 5 through the app-facing RPC: every refresh and every
+    Page unsubscribe completes, none fails, and every stored token ends under the new key."""
+    conns = await create_integrations(pg, sandbox, 60, key=OLD, webhook_subscribed=True)
+    leaving = conns[:5]
+    for conn in leaving:
+        await graph.subscribe_page(conn.page_id, conn.page_token)
     sandbox.latency("/oauth/access_token", 20, jitter_ms=20)
     await enqueue(db)
     worker = make_worker(db, graph, key=KEY, previous_key=OLD, concurrency=8)
     task = asyncio.create_task(worker.run())
-    remaining = 60
+    admin = ActingUser(token="", claims=claims_for(DEMO_ADMIN))
+    remaining, batches = 60, 0
     while remaining:
         result = await db.rpc(
             "instagram_rotate_key_batch", {"p_old_key": OLD, "p_new_key": KEY, "p_batch": 5}
         )
-        remaining = result["remaining"]
+        remaining, batches = result["remaining"], batches + 1
+        if batches <= len(leaving):  # the API's disconnect path, as the signed-in admin, mid-rotation
+            await rpc.disconnect(db, admin, integration_id=leaving[batches - 1].id)
         await asyncio.sleep(0.01)
-    finished = all_finished(pg, 60)
+    refreshed, unsubscribed = all_finished(pg, 60), unsubscriptions_finished(pg, len(leaving))
     for _ in range(500):
-        if await finished():
+        if await refreshed() and await unsubscribed():
             break
         await asyncio.sleep(0.02)
     worker.request_stop()
     assert await task == 0
-    assert await job_states(pg) == {"completed": 60}
     assert worker.stats["failed"] == 0
+    states = await job_states(pg)
+    assert states.get("discarded", 0) == 0 and states["completed"] == 60
+    assert await unsubscription_states(pg) == {"completed": len(leaving)}
+    assert not {c.page_id for c in leaving} & set(sandbox.state()["subscriptions"])
     fingerprints = await pg.fetch(
         "select distinct token_key_fingerprint = instagram_private.key_fingerprint($1) as current"
-        " from public.instagram_integrations",
+        " from public.instagram_integrations where token_key_fingerprint is not null",
         KEY,
     )
     assert [r["current"] for r in fingerprints] == [True]
-    refreshed = await pg.fetchval(
-        "select count(*) from public.instagram_integrations where last_refreshed_at > now() - interval '1 minute'"
-    )
-    assert refreshed == len(conns)
