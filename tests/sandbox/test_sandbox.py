@@ -14,7 +14,8 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import httpx
 import pytest
 
-from sandbox.app import endpoint_key, parse_fields
+from sandbox.core import endpoint_key
+from sandbox.fields import parse_fields
 from sandbox.fixtures import ALICE, BOB, DAVE, ERIN
 from tests.fixtures.sandbox import SandboxControl
 
