@@ -361,7 +361,7 @@ class GraphClient:
                             "error_code": exc.code,
                             "meta_code": exc.meta_code,
                             "meta_subcode": exc.meta_subcode,
-                            "http_status": exc.http_status,
+                            "meta_http_status": exc.meta_http_status,
                             "fbtrace_id": exc.fbtrace_id,
                             "attempt": attempt,
                         },
@@ -407,7 +407,7 @@ class GraphClient:
             extra={
                 "graph_method": method,
                 "graph_url": masked_url,
-                "http_status": response.status_code,
+                "meta_http_status": response.status_code,
                 "elapsed_ms": elapsed_ms,
                 "fbtrace_id": response.headers.get("x-fb-trace-id"),
             },
