@@ -214,7 +214,6 @@ STEPS = {
     "long-lived exchange": {"path": r"/oauth/access_token$", "query": "fb_exchange_token="},
     "debug_token": {"path": r"/debug_token$"},
     "me/accounts": {"path": r"/me/accounts$"},
-    "instagram account lookup": {"path": r"/v25\.0/\d+$"},
     "subscribed_apps": {"path": r"/subscribed_apps$"},
 }
 
@@ -228,6 +227,16 @@ async def test_meta_5xx_at_each_step_writes_nothing(
         **STEPS[step], http_status=500, code=2, count=50, message="Service temporarily unavailable"
     )
     result = browser.connect(fb.BOB)
+    assert result.query["reason"] == ["meta_unavailable"], result.location
+    assert await pg.fetchval(INTEGRATIONS) == 0
+
+
+async def test_meta_5xx_on_a_later_accounts_page_writes_nothing(
+    browser: Browser, pg: asyncpg.Connection
+) -> None:
+    """An outage on the second /me/accounts page ends in meta_unavailable with nothing written."""
+    browser.sandbox.fault(r"/me/accounts$", query="after=", http_status=500, code=2, count=50)
+    result = browser.connect(fb.GRACE)
     assert result.query["reason"] == ["meta_unavailable"], result.location
     assert await pg.fetchval(INTEGRATIONS) == 0
 
@@ -345,7 +354,8 @@ async def test_binding_can_be_switched_off(
 
 
 async def test_an_unreadable_page_does_not_sink_the_others(browser: Browser, pg: asyncpg.Connection) -> None:
-    """When Meta refuses one Page's lookup (permission), the user's other linked Page still connects."""
+    """When Meta refuses the expanded listing and then one Page's lookup, the user's other Page connects."""
+    browser.sandbox.fault(r"/me/accounts$", query="instagram_business_account", code=10, http_status=403)
     browser.sandbox.fault(
         r"/v25\.0/101000000000201$", code=10, http_status=403, count=5, message="Permission denied"
     )
