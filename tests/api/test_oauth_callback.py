@@ -598,9 +598,9 @@ async def test_missing_scopes_outrank_a_refused_listing(
 async def test_an_invalid_token_outranks_the_listings_error(
     fake_meta: tuple[FakeMeta, InstagramService],
 ) -> None:
-    """debug_token saying is_valid false ends in oauth_failed even when /me/accounts answers 190 first."""
+    """debug_token saying is_valid false ends in oauth_failed even when /me/accounts is refused (200) first."""
     meta, service = fake_meta
-    meta.valid, meta.accounts_error = False, 190
+    meta.valid, meta.accounts_error = False, 200
     meta.delays = {"debug_token": 0.1}
     assert (await connect_with(service)).reason == "oauth_failed"
 
