@@ -18,8 +18,7 @@ def error_response(status: int, code: str, message: str) -> JSONResponse:
 
 async def domain_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, errors.InstagramDMError)  # noqa: S101 - registered for this class only
-    # A Meta error's http_status is Meta's answer; what we answer is its edge_status (502/503).
-    status = int(getattr(exc, "edge_status", 502)) if isinstance(exc, errors.MetaError) else exc.http_status
+    status = exc.http_status
     if status >= 500:
         log.error("api.error", extra={"path": request.url.path, "error_code": exc.code})
     return error_response(status, exc.code, exc.message)

@@ -15,7 +15,9 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "cli.main"]
-DATABASE_URL = os.environ.get("DATABASE_URL", "postgresql://postgres:postgres@127.0.0.1:54322/postgres")
+# DATABASE_URL wins; otherwise the embedded cluster on INSTAGRAM_DM_DB_PORT (as scripts/db.sh), default 54322.
+_DB_PORT = os.environ.get("INSTAGRAM_DM_DB_PORT", "54322")
+DATABASE_URL = os.environ.get("DATABASE_URL", f"postgresql://postgres:postgres@127.0.0.1:{_DB_PORT}/postgres")
 JWT_SECRET = "bench-jwt-secret-with-at-least-32-characters"
 
 

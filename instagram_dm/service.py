@@ -113,7 +113,6 @@ class ConnectResult:
     integration_ids: tuple[str, ...] = ()
     missing_scopes: tuple[str, ...] = ()
     webhook_failures: tuple[str, ...] = ()
-    detail: dict[str, Any] = field(default_factory=dict)
 
     def redirect_url(self) -> str | None:
         """The browser's next stop; None when no safe return URL is known (show a 400 page)."""
@@ -242,17 +241,34 @@ class InstagramService:
     async def _connect(
         self, *, code: str, user_id: str, imo_id: str
     ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """Four Meta round trips on the critical path: code -> short-lived token; -> long-lived token;
+        ``debug_token`` alongside the Page listing (Instagram accounts expanded in place); every Page's
+        ``subscribed_apps`` at once. Then one RPC stores everything."""
         try:
             short = await self._graph.exchange_code(code=code, redirect_uri=self._settings.oauth_redirect_uri)
             long_lived = await self._graph.exchange_long_lived(short.token)
-            info = await self._graph.debug_token(long_lived.token)
+            listing = asyncio.create_task(self._linked_accounts(long_lived.token))
+
+            async def drop_listing() -> None:
+                listing.cancel()
+                await asyncio.wait([listing])
+                if not listing.cancelled():
+                    listing.exception()  # retrieved: its outcome no longer matters
+
+            try:
+                info = await self._graph.debug_token(long_lived.token)
+            except BaseException:
+                await drop_listing()
+                raise
+            # The token's verdict outranks whatever the listing says (or is still doing).
             missing = [s for s in REQUIRED_SCOPES if s not in info.scopes]
+            if not info.is_valid or missing:
+                await drop_listing()
             if not info.is_valid:
                 raise _Abort("oauth_failed")
             if missing:
                 raise _Abort("missing_permissions", missing=missing)
-            pages = await self._graph.list_pages(long_lived.token)
-            linked = await self._linked_accounts(pages)
+            linked = await listing
             if not linked:
                 raise _Abort("no_instagram_account")
             subscriptions = await asyncio.gather(*(self._subscribe(item.page) for item in linked))
@@ -303,11 +319,29 @@ class InstagramService:
         failures = tuple(item.account.id for item, error in zip(linked, subscriptions, strict=True) if error)
         return ids, failures
 
-    async def _linked_accounts(self, pages: Sequence[Page]) -> list[_LinkedAccount]:
+    async def _linked_accounts(self, user_token: str) -> list[_LinkedAccount]:
+        """Every Page with a Page token and a linked Instagram account, from one ``/me/accounts``
+        listing (all its pages) that expands each Page's account in place.
+
+        If Meta refuses the expanded listing (permission or parameter: one Page whose account we may
+        not read), list the Pages plainly and look each account up, skipping the Pages Meta refuses, so
+        that one unreadable Page does not sink the others. Outages propagate.
+        """
+        try:
+            pages = await self._graph.list_pages(user_token, with_instagram=True)
+        except (graph_errors.MetaPermissionError, graph_errors.MetaInvalidRequestError) as exc:
+            log.warning("oauth.page_listing_refused", extra={"error_code": exc.code})
+        else:
+            return [
+                _LinkedAccount(page, page.instagram_account)
+                for page in pages
+                # no token: the user lacks a task on this Page that yields one
+                if page.access_token and page.instagram_account is not None
+            ]
         limit = asyncio.Semaphore(_PAGE_LOOKUP_CONCURRENCY)
 
         async def lookup(page: Page) -> _LinkedAccount | None:
-            if not page.access_token:  # the user lacks a task on this Page that yields a token
+            if not page.access_token:
                 return None
             try:
                 async with limit:
@@ -317,12 +351,11 @@ class InstagramService:
                 graph_errors.MetaInvalidRequestError,
                 graph_errors.MetaTokenInvalidError,
             ) as exc:
-                # One Page we may not read must not sink the others; outages still abort the connect.
                 log.warning("oauth.page_skipped", extra={"page_id": page.id, "error_code": exc.code})
                 return None
             return None if account is None else _LinkedAccount(page, account)
 
-        found = await asyncio.gather(*(lookup(p) for p in pages))
+        found = await asyncio.gather(*(lookup(p) for p in await self._graph.list_pages(user_token)))
         return [item for item in found if item is not None]
 
     async def _subscribe(self, page: Page) -> errors.MetaError | None:

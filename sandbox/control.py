@@ -17,7 +17,7 @@ from sandbox.fixtures import create_user, describe_user, parse_time
 from sandbox.state import DialogScript, Fault, LatencyRule
 
 if TYPE_CHECKING:
-    from sandbox.app import Sandbox
+    from sandbox.core import Sandbox
 
 _KINDS = {"short": "user_short", "long": "user_long", "page": "page"}
 

@@ -50,6 +50,8 @@ log = logging.getLogger(__name__)
 
 PAGE_FIELDS = "id,name,access_token,tasks,category"
 IG_ACCOUNT_FIELDS = "instagram_business_account{id,username,profile_picture_url}"
+# One /me/accounts listing that also expands each Page's Instagram account (absent when none is linked).
+LINKED_PAGE_FIELDS = f"id,name,access_token,{IG_ACCOUNT_FIELDS}"
 IG_USER_FIELDS = "id,username,name,profile_pic"
 MAX_PAGES = 1000  # a safety stop for `paging.next` loops
 
@@ -118,10 +120,6 @@ class GraphClient:
     def calls(self) -> int:
         """Number of HTTP requests sent so far (retries included)."""
         return self._calls
-
-    @property
-    def version(self) -> str:
-        return self._version
 
     # ---- OAuth ---------------------------------------------------------------------------------
 
@@ -203,12 +201,16 @@ class GraphClient:
 
     # ---- Pages and Instagram accounts ------------------------------------------------------------
 
-    async def list_pages(self, user_token: str) -> list[Page]:
-        """Every Page the user manages, following ``paging.next`` until it is absent."""
+    async def list_pages(self, user_token: str, *, with_instagram: bool = False) -> list[Page]:
+        """Every Page the user manages, following ``paging.next`` until it is absent.
+
+        With `with_instagram`, each Page comes with its linked Instagram account (nested field
+        expansion, :data:`LINKED_PAGE_FIELDS`), so no lookup per Page is needed; without it, with its
+        tasks and category (:data:`PAGE_FIELDS`).
+        """
         pages: list[Page] = []
-        body = await self._call(
-            "GET", "/me/accounts", {"fields": PAGE_FIELDS, "limit": "100"}, token=user_token
-        )
+        fields = LINKED_PAGE_FIELDS if with_instagram else PAGE_FIELDS
+        body = await self._call("GET", "/me/accounts", {"fields": fields, "limit": "100"}, token=user_token)
         seen: set[str] = set()
         for _ in range(MAX_PAGES):
             data = body.get("data")
@@ -228,14 +230,7 @@ class GraphClient:
     async def page_instagram_account(self, page_id: str, page_token: str) -> InstagramAccount | None:
         """The Instagram professional account linked to the Page, or None when there is none."""
         body = await self._call("GET", f"/{page_id}", {"fields": IG_ACCOUNT_FIELDS}, token=page_token)
-        account = body.get("instagram_business_account")
-        if not isinstance(account, dict) or not account.get("id"):
-            return None
-        return InstagramAccount(
-            id=str(account["id"]),
-            username=_opt_str(account.get("username")),
-            profile_picture_url=_opt_str(account.get("profile_picture_url")),
-        )
+        return self._instagram_account(body.get("instagram_business_account"))
 
     async def page_token(self, page_id: str, user_token: str) -> str:
         """The Page's access token, as seen through the user's token."""
@@ -284,15 +279,27 @@ class GraphClient:
         )
 
     @staticmethod
-    def _page(item: Mapping[str, Any]) -> Page:
+    def _instagram_account(raw: object) -> InstagramAccount | None:
+        """A (possibly expanded) ``instagram_business_account``; None when absent or without an id."""
+        if not isinstance(raw, dict) or not raw.get("id"):
+            return None
+        return InstagramAccount(
+            id=str(raw["id"]),
+            username=_opt_str(raw.get("username")),
+            profile_picture_url=_opt_str(raw.get("profile_picture_url")),
+        )
+
+    @classmethod
+    def _page(cls, item: Mapping[str, Any]) -> Page:
         raw_tasks = item.get("tasks")
         tasks: list[Any] = raw_tasks if isinstance(raw_tasks, list) else []
         return Page(
             id=str(item.get("id", "")),
             name=str(item.get("name", "")),
-            access_token=str(item.get("access_token", "")),
+            access_token=str(item.get("access_token") or ""),
             tasks=tuple(str(t) for t in tasks),
             category=_opt_str(item.get("category")),
+            instagram_account=cls._instagram_account(item.get("instagram_business_account")),
         )
 
     @staticmethod
@@ -361,7 +368,7 @@ class GraphClient:
                             "error_code": exc.code,
                             "meta_code": exc.meta_code,
                             "meta_subcode": exc.meta_subcode,
-                            "http_status": exc.http_status,
+                            "meta_http_status": exc.meta_http_status,
                             "fbtrace_id": exc.fbtrace_id,
                             "attempt": attempt,
                         },
@@ -407,7 +414,7 @@ class GraphClient:
             extra={
                 "graph_method": method,
                 "graph_url": masked_url,
-                "http_status": response.status_code,
+                "meta_http_status": response.status_code,
                 "elapsed_ms": elapsed_ms,
                 "fbtrace_id": response.headers.get("x-fb-trace-id"),
             },

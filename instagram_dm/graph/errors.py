@@ -16,8 +16,9 @@ catch one tree::
 no logging. Exception messages keep Meta's own text only after :func:`instagram_dm.logs.redact` and
 :func:`scrub`, so they never contain a token, a code or a secret.
 
-Note: ``http_status`` on these instances is the status *Meta* answered with (``None`` when no answer
-arrived). The status the edges show for a Meta failure is :attr:`GraphError.edge_status`.
+Two statuses, one meaning each: ``meta_http_status`` is the HTTP status *Meta* answered with
+(``None`` when no answer arrived); ``http_status`` keeps its meaning across the whole tree, the status
+our edges answer with: 502 for a Meta failure, 503 when Meta is down or rate limiting us (try later).
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ class GraphError(MetaError):
     """Meta's Graph API returned an error."""
 
     code = "meta_error"
-    edge_status = 502
+    http_status = 502
 
     def __init__(
         self,
@@ -63,23 +64,31 @@ class GraphError(MetaError):
         meta_subcode: int | None = None,
         meta_type: str | None = None,
         fbtrace_id: str | None = None,
-        http_status: int | None = None,
+        meta_http_status: int | None = None,
         is_transient: bool | None = None,
         retry_after: float | None = None,
+        **legacy: int | None,
     ) -> None:
         super().__init__(message)
+        if legacy:
+            # `http_status=` was the old spelling of `meta_http_status=`; it never sets the edge status.
+            unknown = set(legacy) - {"http_status"}
+            if unknown:
+                raise TypeError(f"unexpected keyword argument(s): {', '.join(sorted(unknown))}")
+            if meta_http_status is None:
+                meta_http_status = legacy["http_status"]
         self.meta_code = meta_code
         self.meta_subcode = meta_subcode
         self.meta_type = meta_type
         self.fbtrace_id = fbtrace_id
-        self.http_status = http_status  # type: ignore[assignment]  # Meta's status, None without answer
+        self.meta_http_status = meta_http_status
         self.is_transient = is_transient
         self.retry_after = retry_after
 
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}({self.message!r}, meta_code={self.meta_code}, "
-            f"meta_subcode={self.meta_subcode}, http_status={self.http_status}, "
+            f"meta_subcode={self.meta_subcode}, meta_http_status={self.meta_http_status}, "
             f"fbtrace_id={self.fbtrace_id!r})"
         )
 
@@ -94,7 +103,7 @@ class MetaRateLimitedError(GraphError):
     """Meta is rate limiting these calls."""
 
     code = "meta_rate_limited"
-    edge_status = 503
+    http_status = 503
 
 
 class MetaPermissionError(GraphError):
@@ -107,7 +116,7 @@ class MetaTransientError(GraphError):
     """Meta is temporarily unavailable."""
 
     code = "meta_unavailable"
-    edge_status = 503
+    http_status = 503
 
 
 class MetaInvalidRequestError(GraphError):
@@ -122,7 +131,7 @@ class MetaOtherError(GraphError):
     code = "meta_error"
 
 
-def class_for(meta_code: int | None, http_status: int | None) -> type[GraphError]:
+def class_for(meta_code: int | None, meta_http_status: int | None) -> type[GraphError]:
     """The exception class for Meta's error ``code`` (preferred) or, without one, the HTTP status."""
     if meta_code is not None:
         if meta_code in TOKEN_CODES:
@@ -135,10 +144,10 @@ def class_for(meta_code: int | None, http_status: int | None) -> type[GraphError
             return MetaTransientError
         if meta_code in INVALID_REQUEST_CODES:
             return MetaInvalidRequestError
-    if http_status is not None:
-        if http_status >= 500:
+    if meta_http_status is not None:
+        if meta_http_status >= 500:
             return MetaTransientError
-        if http_status == 429:
+        if meta_http_status == 429:
             return MetaRateLimitedError
     return MetaOtherError
 
@@ -208,7 +217,7 @@ def classify(
         kind = "a non-JSON body" if envelope is None else "no error envelope"
         return cls(
             f"Meta answered HTTP {status} with {kind}",
-            http_status=status,
+            meta_http_status=status,
             retry_after=retry_after_from_headers(headers) if cls is MetaRateLimitedError else None,
         )
     meta_code = _as_int(error.get("code"))
@@ -232,7 +241,7 @@ def classify(
         meta_subcode=meta_subcode,
         meta_type=meta_type,
         fbtrace_id=fbtrace_id,
-        http_status=status,
+        meta_http_status=status,
         is_transient=is_transient,
         retry_after=retry_after_from_headers(headers) if cls is MetaRateLimitedError else None,
     )

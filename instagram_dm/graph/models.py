@@ -47,23 +47,28 @@ class TokenInfo:
 
 
 @dataclass(frozen=True)
-class Page:
-    """A Facebook Page the user manages, with its Page access token."""
-
-    id: str
-    name: str
-    access_token: str = field(repr=False)
-    tasks: tuple[str, ...]
-    category: str | None
-
-
-@dataclass(frozen=True)
 class InstagramAccount:
     """The Instagram professional account linked to a Page."""
 
     id: str
     username: str | None
     profile_picture_url: str | None
+
+
+@dataclass(frozen=True)
+class Page:
+    """A Facebook Page the user manages, with its Page access token (empty when Meta gave none).
+
+    ``instagram_account`` is filled only when the listing asked for it (``with_instagram=True``); it is
+    None when no Instagram account is linked to the Page. ``tasks`` and ``category`` only when asked.
+    """
+
+    id: str
+    name: str
+    access_token: str = field(repr=False)
+    tasks: tuple[str, ...] = ()
+    category: str | None = None
+    instagram_account: InstagramAccount | None = None
 
 
 @dataclass(frozen=True)

@@ -3,20 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import string
+import time
 import uuid
-from urllib.parse import parse_qs, urlsplit
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import asyncpg
+import httpx
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
-from instagram_dm.service import InstagramService
+from instagram_dm.db.asyncpg_adapter import AsyncpgDatabase
+from instagram_dm.graph import GraphClient, RetryPolicy
+from instagram_dm.service import ConnectResult, InstagramService
 from instagram_dm.settings import Settings
 from sandbox import fixtures as fb
 from tests.fixtures.api import CALLBACK, INIT, RETURN_URL, TOKEN_KEY, Browser, user_token
-from tests.fixtures.database import DEMO_IMO
+from tests.fixtures.database import DEMO_ADMIN, DEMO_IMO
 
 INTEGRATIONS = "select count(*) from public.instagram_integrations"
 
@@ -214,7 +222,6 @@ STEPS = {
     "long-lived exchange": {"path": r"/oauth/access_token$", "query": "fb_exchange_token="},
     "debug_token": {"path": r"/debug_token$"},
     "me/accounts": {"path": r"/me/accounts$"},
-    "instagram account lookup": {"path": r"/v25\.0/\d+$"},
     "subscribed_apps": {"path": r"/subscribed_apps$"},
 }
 
@@ -228,6 +235,16 @@ async def test_meta_5xx_at_each_step_writes_nothing(
         **STEPS[step], http_status=500, code=2, count=50, message="Service temporarily unavailable"
     )
     result = browser.connect(fb.BOB)
+    assert result.query["reason"] == ["meta_unavailable"], result.location
+    assert await pg.fetchval(INTEGRATIONS) == 0
+
+
+async def test_meta_5xx_on_a_later_accounts_page_writes_nothing(
+    browser: Browser, pg: asyncpg.Connection
+) -> None:
+    """An outage on the second /me/accounts page ends in meta_unavailable with nothing written."""
+    browser.sandbox.fault(r"/me/accounts$", query="after=", http_status=500, code=2, count=50)
+    result = browser.connect(fb.GRACE)
     assert result.query["reason"] == ["meta_unavailable"], result.location
     assert await pg.fetchval(INTEGRATIONS) == 0
 
@@ -267,20 +284,80 @@ async def test_user_demoted_before_callback_is_not_connected(
     assert state["code_exchanges"] == {} and state["subscriptions"] == {}  # refused before any Meta call
 
 
+NONCE_ALPHABET = string.ascii_letters + string.digits + "-_"
+OTHER_PARAMS = st.lists(
+    st.tuples(
+        st.sampled_from(
+            ["code", "code", "code", "error", "error_reason", "error_description", "x", "hub.mode"]
+        ),
+        st.text(max_size=80),
+    ),
+    max_size=6,
+)
+
+
+def denial_reason(params: list[tuple[str, str]]) -> str | None:
+    """The reason Meta's denial parameters give (the first of each name counts), None without them."""
+    first: dict[str, str] = {}
+    for name, value in params:
+        first.setdefault(name, value)
+    if not (first.get("error") or first.get("error_reason")):
+        return None
+    denied = first.get("error") == "access_denied" or first.get("error_reason") == "user_denied"
+    return "user_denied" if denied else "meta_error"
+
+
+def expected_reason(params: list[tuple[str, str]]) -> str:
+    """What a stored, fresh state must come back with, given the other parameters."""
+    denial = denial_reason(params)
+    if denial is not None:
+        return denial
+    if not dict(reversed(params)).get("code"):
+        return "missing_code"
+    return "oauth_failed"  # the sandbox knows no such code
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
-    st.lists(
-        st.tuples(
-            st.sampled_from(["state", "code", "error", "error_reason", "error_description", "x", "hub.mode"]),
-            st.text(max_size=80),
-        ),
-        max_size=6,
-    )
+    kind=st.sampled_from(["stored", "stored", "tampered", "pattern", "text"]),
+    position=st.integers(0, 42),
+    replacement=st.sampled_from(NONCE_ALPHABET),
+    pattern=st.text(alphabet=NONCE_ALPHABET, min_size=43, max_size=43),
+    text=st.text(max_size=80),
+    params=OTHER_PARAMS,
 )
-def test_arbitrary_query_strings_never_5xx(browser: Browser, params: list[tuple[str, str]]) -> None:
-    """Whatever query string arrives at the callback, the answer is a 302 or a 400, never a 5xx."""
-    response = browser.client.get(CALLBACK, params=params, follow_redirects=False)
-    assert response.status_code in {302, 400}
+def test_arbitrary_callbacks_are_answered_by_what_the_database_knows(
+    browser: Browser,
+    *,
+    kind: str,
+    position: int,
+    replacement: str,
+    pattern: str,
+    text: str,
+    params: list[tuple[str, str]],
+) -> None:
+    """A stored state redirects once (reason from the other parameters), then is spent; an unknown one
+    is a 400 page, unless Meta's denial parameters came along (then the default return URL)."""
+    state = {"pattern": pattern, "text": text}.get(kind, "")
+    if kind in {"stored", "tampered"}:
+        state = parse_qs(urlsplit(browser.init().json()["url"]).query)["state"][0]
+    if kind == "tampered":
+        alternative = NONCE_ALPHABET[(NONCE_ALPHABET.index(replacement) + 1) % len(NONCE_ALPHABET)]
+        swap = replacement if replacement != state[position] else alternative
+        state = state[:position] + swap + state[position + 1 :]
+    response = browser.client.get(CALLBACK, params=[("state", state), *params], follow_redirects=False)
+    event(f"{kind}: {response.status_code}")
+    if kind != "stored" and denial_reason(params) is None:
+        assert response.status_code == 400  # unknown to the database: no safe return URL
+        return
+    assert response.status_code == 302
+    assert response.headers["location"].startswith(RETURN_URL + "?")
+    query = parse_qs(urlsplit(response.headers["location"]).query)
+    want = expected_reason(params) if kind == "stored" else denial_reason(params)
+    assert query["instagram"] == ["error"] and query["reason"] == [want]
+    if kind == "stored":  # the state is spent, whatever the first callback carried
+        replay = browser.client.get(CALLBACK, params={"state": state, "code": "x"}, follow_redirects=False)
+        assert parse_qs(urlsplit(replay.headers["location"]).query)["reason"] == ["invalid_state"]
 
 
 async def test_logs_never_contain_tokens_codes_or_state(
@@ -345,10 +422,211 @@ async def test_binding_can_be_switched_off(
 
 
 async def test_an_unreadable_page_does_not_sink_the_others(browser: Browser, pg: asyncpg.Connection) -> None:
-    """When Meta refuses one Page's lookup (permission), the user's other linked Page still connects."""
+    """When Meta refuses the expanded listing and then one Page's lookup, the user's other Page connects."""
+    browser.sandbox.fault(r"/me/accounts$", query="instagram_business_account", code=10, http_status=403)
     browser.sandbox.fault(
         r"/v25\.0/101000000000201$", code=10, http_status=403, count=5, message="Permission denied"
     )
     result = browser.connect(fb.BOB)
     assert result.query["instagram"] == ["connected"] and len(result.query["integration_id"]) == 1
     assert await pg.fetchval("select instagram_username from public.instagram_integrations") == "bob.health"
+
+
+# ---- the round-trip shape, against a scripted Meta (httpx.MockTransport) --------------------------------
+
+LINKED_FIELDS = "id,name,access_token,instagram_business_account{id,username,profile_picture_url}"
+ALL_SCOPES = ["instagram_basic", "instagram_manage_messages", "pages_manage_metadata", "pages_show_list"]
+
+
+def linked_page(n: int) -> dict[str, Any]:
+    return {
+        "id": f"9000{n}",
+        "name": f"Page {n}",
+        "access_token": f"EAASfakepage{n}",
+        "instagram_business_account": {
+            "id": f"17849000{n}",
+            "username": f"ig.{n}",
+            "profile_picture_url": None,
+        },
+    }
+
+
+@dataclass
+class Call:
+    method: str
+    path: str
+    params: dict[str, str]
+    started: float
+    ended: float = 0.0
+
+
+@dataclass
+class FakeMeta:
+    """A scripted Meta behind httpx.MockTransport that records every request with its start and end."""
+
+    base: str
+    listing: list[list[dict[str, Any]]] = field(default_factory=lambda: [[linked_page(1)]])
+    scopes: list[str] = field(default_factory=lambda: list(ALL_SCOPES))
+    valid: bool = True
+    accounts_error: int | None = None  # Meta's error code for /me/accounts
+    delay: float = 0.01
+    delays: dict[str, float] = field(default_factory=dict)  # per path suffix
+    calls: list[Call] = field(default_factory=list)
+
+    async def __call__(self, request: httpx.Request) -> httpx.Response:
+        loop = asyncio.get_running_loop()
+        params = {k: v[0] for k, v in parse_qs(request.url.query.decode(), keep_blank_values=True).items()}
+        if request.method == "POST":
+            params |= {k: v[0] for k, v in parse_qs(request.content.decode()).items()}
+        call = Call(request.method, request.url.path, params, loop.time())
+        self.calls.append(call)
+        suffix = request.url.path.rsplit("/", 1)[-1]
+        await asyncio.sleep(self.delays.get(suffix, self.delay))
+        call.ended = loop.time()
+        return self.answer(call)
+
+    def answer(self, call: Call) -> httpx.Response:
+        now = int(time.time())
+        if call.path == "/v25.0/oauth/access_token":
+            token = "EAASfakeshort" if "code" in call.params else "EAASfakelong"
+            return httpx.Response(
+                200, json={"access_token": token, "token_type": "bearer", "expires_in": 3600}
+            )
+        if call.path == "/v25.0/debug_token":
+            data = {"is_valid": self.valid, "type": "USER", "user_id": "1", "scopes": self.scopes}
+            data |= {"expires_at": now + 86400 * 60, "data_access_expires_at": now + 86400 * 90}
+            return httpx.Response(200, json={"data": data})
+        if call.path == "/v25.0/me/accounts":
+            if self.accounts_error is not None:
+                error = {"message": "refused", "type": "OAuthException", "code": self.accounts_error}
+                return httpx.Response(400 if self.accounts_error == 190 else 403, json={"error": error})
+            index = int(call.params.get("after", "0"))
+            body: dict[str, Any] = {"data": self.listing[index]}
+            if index + 1 < len(self.listing):
+                next_query = urlencode({"fields": call.params["fields"], "limit": "100", "after": index + 1})
+                body["paging"] = {"next": f"{self.base}/v25.0/me/accounts?{next_query}"}
+            return httpx.Response(200, json=body)
+        if call.method == "POST" and call.path.endswith("/subscribed_apps"):
+            return httpx.Response(200, json={"success": True})
+        error = {"message": "(#100) not scripted", "type": "OAuthException", "code": 100}
+        return httpx.Response(400, json={"error": error})
+
+    def paths(self) -> list[str]:
+        return [f"{c.method} {c.path}" for c in self.calls]
+
+    def depth(self) -> int:
+        """Round trips on the critical path: the longest chain of calls each started after the last ended."""
+        depths: list[int] = []
+        for index, call in enumerate(self.calls):
+            before = [depths[i] for i, c in enumerate(self.calls[:index]) if c.ended <= call.started]
+            depths.append(1 + max(before, default=0))
+        return max(depths, default=0)
+
+
+@pytest.fixture
+async def fake_meta(
+    api_settings: Settings, database_url: str
+) -> AsyncIterator[tuple[FakeMeta, InstagramService]]:
+    """A FakeMeta and an InstagramService whose Graph client reaches it through MockTransport."""
+    meta = FakeMeta(base=api_settings.graph_base_url.rstrip("/"))
+    db = await AsyncpgDatabase.connect(database_url, max_size=3)
+    async with httpx.AsyncClient(transport=httpx.MockTransport(meta)) as http:
+        graph = GraphClient.from_settings(api_settings, http, retry=RetryPolicy.disabled())
+        yield meta, InstagramService(db=db, graph=graph, settings=api_settings)
+    await db.close()
+
+
+async def connect_with(service: InstagramService) -> ConnectResult:
+    start = await service.start_connection(user_id=DEMO_ADMIN, imo_id=DEMO_IMO)
+    nonce = parse_qs(urlsplit(start.url).query)["state"][0]
+    cookies = dict([start.binding_cookie]) if start.binding_cookie else {}
+    return await service.complete_connection({"code": "AQfakecode", "state": nonce}, cookies)
+
+
+async def test_pages_and_accounts_come_from_one_expanded_listing(
+    fake_meta: tuple[FakeMeta, InstagramService], pg: asyncpg.Connection
+) -> None:
+    """/me/accounts is asked for the nested IG account and followed to the end; no per-Page lookup follows."""
+    meta, service = fake_meta
+    bare = {"id": "90002", "name": "Bare", "access_token": "EAASfakepage2"}
+    tokenless = {"id": "90003", "name": "No token", "instagram_business_account": {"id": "178490003"}}
+    meta.listing = [[linked_page(1), bare], [tokenless, linked_page(4)]]
+    result = await connect_with(service)
+    assert result.ok and len(result.integration_ids) == 2
+    listings = [c for c in meta.calls if c.path == "/v25.0/me/accounts"]
+    assert [c.params["fields"] for c in listings] == [LINKED_FIELDS, LINKED_FIELDS]
+    assert [c.params.get("after") for c in listings] == [None, "1"]
+    assert all(c.params["access_token"] == "EAASfakelong" for c in listings)
+    assert sorted(p for p in meta.paths() if p.startswith("POST")) == [
+        "POST /v25.0/90001/subscribed_apps",
+        "POST /v25.0/90004/subscribed_apps",
+    ]
+    assert not [p for p in meta.paths() if p.startswith("GET /v25.0/9")]  # no Page lookups
+    stored = await pg.fetch("select facebook_page_id from public.instagram_integrations order by 1")
+    assert [r["facebook_page_id"] for r in stored] == ["90001", "90004"]
+
+
+async def test_connect_is_four_round_trips_deep(fake_meta: tuple[FakeMeta, InstagramService]) -> None:
+    """code, long-lived, debug_token alongside /me/accounts, then every subscribed_apps at once: depth 4."""
+    meta, service = fake_meta
+    meta.listing = [[linked_page(1), linked_page(2), linked_page(3)]]
+    meta.delay = 0.03
+    assert (await connect_with(service)).ok
+    assert len(meta.calls) == 7
+    assert meta.depth() == 4
+    debug = next(c for c in meta.calls if c.path == "/v25.0/debug_token")
+    listing = next(c for c in meta.calls if c.path == "/v25.0/me/accounts")
+    assert debug.started < listing.ended and listing.started < debug.ended  # in flight together
+    subscribes = [c for c in meta.calls if c.method == "POST"]
+    assert max(c.started for c in subscribes) < min(c.ended for c in subscribes)
+
+
+@pytest.mark.parametrize("slower", ["debug_token", "accounts"])
+async def test_missing_scopes_outrank_a_refused_listing(
+    fake_meta: tuple[FakeMeta, InstagramService], pg: asyncpg.Connection, slower: str
+) -> None:
+    """With scopes missing, a concurrent /me/accounts permission error still ends in missing_permissions."""
+    meta, service = fake_meta
+    meta.scopes = ["instagram_basic", "pages_manage_metadata", "pages_show_list"]
+    meta.accounts_error = 200
+    meta.delays = {slower: 0.1}
+    result = await connect_with(service)
+    assert (result.reason, result.missing_scopes) == ("missing_permissions", ("instagram_manage_messages",))
+    assert await pg.fetchval(INTEGRATIONS) == 0
+
+
+async def test_an_invalid_token_outranks_the_listings_error(
+    fake_meta: tuple[FakeMeta, InstagramService],
+) -> None:
+    """debug_token saying is_valid false ends in oauth_failed even when /me/accounts is refused (200) first."""
+    meta, service = fake_meta
+    meta.valid, meta.accounts_error = False, 200
+    meta.delays = {"debug_token": 0.1}
+    assert (await connect_with(service)).reason == "oauth_failed"
+
+
+async def test_a_refused_token_abandons_the_listing(fake_meta: tuple[FakeMeta, InstagramService]) -> None:
+    """When debug_token shows missing scopes, the connect answers without waiting for a slow listing."""
+    meta, service = fake_meta
+    meta.scopes = ["pages_show_list"]
+    meta.delays = {"accounts": 5.0}
+    started = time.monotonic()
+    assert (await connect_with(service)).reason == "missing_permissions"
+    assert time.monotonic() - started < 2.0
+
+
+async def test_callback_over_http_takes_four_round_trips_not_more(
+    browser: Browser, pg: asyncpg.Connection
+) -> None:
+    """With the sandbox at 200 ms per Graph call, connecting two Pages takes 4 round trips (< 5 x 200 ms)."""
+    init = browser.init()
+    url = browser.dialog(init.json()["url"], fb_user=fb.BOB)
+    browser.sandbox.latency(r"^/v25\.0/(?!dialog)", 200)
+    started = time.perf_counter()
+    result = browser.callback(url)
+    elapsed = time.perf_counter() - started
+    assert result.query["instagram"] == ["connected"] and len(result.query["integration_id"]) == 2
+    assert 0.8 <= elapsed < 1.0, f"{elapsed * 1000:.0f} ms"
+    calls = browser.sandbox.state()["calls"]
+    assert "GET /{id}" not in calls and calls["GET /me/accounts"] == 1
+    assert calls["POST /{id}/subscribed_apps"] == 2

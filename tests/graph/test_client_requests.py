@@ -15,6 +15,7 @@ import pytest
 from instagram_dm.graph import (
     WEBHOOK_FIELDS,
     GraphClient,
+    InstagramAccount,
     MetaInvalidRequestError,
     MetaOtherError,
     MetaPermissionError,
@@ -450,3 +451,36 @@ async def test_secrets_never_reach_logs_or_errors(caplog: pytest.LogCaptureFixtu
     for secret in (USER_TOKEN, PAGE_TOKEN, APP_SECRET, proof(USER_TOKEN), proof(PAGE_TOKEN), "AQsecretcode"):
         assert secret not in haystack
     assert "access_token=***" in haystack
+
+
+LINKED_FIELDS = "id,name,access_token,instagram_business_account{id,username,profile_picture_url}"
+
+
+async def test_list_pages_with_instagram_expands_the_account_in_one_listing() -> None:
+    """with_instagram asks /me/accounts for the nested IG account and reads it from every page of it."""
+    linked = {"id": "1", "name": "P1", "access_token": "EAASpage1"}
+    linked["instagram_business_account"] = {
+        "id": "178",
+        "username": "p.one",
+        "profile_picture_url": "https://x",
+    }
+    bare = {"id": "2", "name": "P2", "access_token": "EAASpage2"}  # no IG account: the field is absent
+    tokenless = {"id": "3", "name": "P3", "instagram_business_account": {"id": "179"}}
+    next_url = f"{GRAPH}/v25.0/me/accounts?fields={LINKED_FIELDS}&limit=100&after=MQ"
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if "after" in query(request):
+            return httpx.Response(200, json={"data": [tokenless]})
+        return httpx.Response(200, json={"data": [linked, bare], "paging": {"next": next_url}})
+
+    client, seen = make(handler)
+    pages = await client.list_pages(USER_TOKEN, with_instagram=True)
+    assert [(p.id, p.instagram_account) for p in pages] == [
+        ("1", InstagramAccount(id="178", username="p.one", profile_picture_url="https://x")),
+        ("2", None),
+        ("3", InstagramAccount(id="179", username=None, profile_picture_url=None)),
+    ]
+    assert pages[2].access_token == ""
+    assert [r.url.path for r in seen] == ["/v25.0/me/accounts", "/v25.0/me/accounts"]
+    assert [query(r)["fields"] for r in seen] == [LINKED_FIELDS, LINKED_FIELDS]
+    assert query(seen[1])["after"] == "MQ" and query(seen[1])["appsecret_proof"] == proof(USER_TOKEN)

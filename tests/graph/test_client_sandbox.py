@@ -177,7 +177,7 @@ async def test_expired_token_is_190_463(sandbox: SandboxControl, graph_client: G
     sandbox.advance_clock(3601)
     with pytest.raises(MetaTokenInvalidError) as exc:
         await graph_client.list_pages(token)
-    assert (exc.value.meta_code, exc.value.meta_subcode, exc.value.http_status) == (190, 463, 400)
+    assert (exc.value.meta_code, exc.value.meta_subcode, exc.value.meta_http_status) == (190, 463, 400)
     assert token not in str(exc.value)
     with pytest.raises(MetaTokenInvalidError):
         await graph_client.exchange_long_lived(token)

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from instagram_dm.errors import MetaError
 from instagram_dm.graph import (
+    GraphError,
     MetaInvalidRequestError,
     MetaOtherError,
     MetaPermissionError,
@@ -64,7 +65,7 @@ def test_each_code_maps_to_its_class(code: int, status: int, cls: type[MetaError
     assert isinstance(error, MetaError)
     assert error.code == error_code
     assert error.meta_code == code
-    assert error.http_status == status
+    assert error.meta_http_status == status
     assert error.fbtrace_id == "AbC123"
     assert error.meta_type == "OAuthException"
 
@@ -89,7 +90,7 @@ def test_html_5xx_is_transient(status: int) -> None:
     error = classify(status, b"<html><body>Bad Gateway</body></html>", {"content-type": "text/html"})
     assert isinstance(error, MetaTransientError)
     assert error.meta_code is None
-    assert error.http_status == status
+    assert error.meta_http_status == status
     assert "non-JSON" in str(error)
 
 
@@ -182,3 +183,37 @@ def test_backoff_without_jitter_doubles() -> None:
     assert RetryPolicy.disabled().attempts == 1
     with pytest.raises(ValueError, match="attempts"):
         RetryPolicy(attempts=0)
+
+
+@pytest.mark.parametrize(
+    ("cls", "edge"),
+    [
+        (MetaTransientError, 503),
+        (MetaRateLimitedError, 503),
+        (MetaTokenInvalidError, 502),
+        (MetaPermissionError, 502),
+        (MetaInvalidRequestError, 502),
+        (MetaOtherError, 502),
+    ],
+)
+def test_http_status_is_what_the_edge_answers_and_meta_status_is_separate(
+    cls: type[GraphError], edge: int
+) -> None:
+    """http_status is our edge's answer (503 only when Meta is down or limiting), meta_http_status Meta's."""
+    error = cls("x", meta_http_status=400)
+    assert error.http_status == edge
+    assert error.meta_http_status == 400
+
+
+def test_classified_error_keeps_metas_status_apart_from_ours() -> None:
+    """A classified 403 from Meta says meta_http_status 403 and http_status 502."""
+    error = classify(403, envelope(200), {})
+    assert (error.meta_http_status, error.http_status) == (403, 502)
+
+
+def test_old_http_status_keyword_sets_metas_status_only() -> None:
+    """The old `http_status=` keyword still means Meta's status and never changes the edge status."""
+    error = MetaTransientError("down", http_status=500)
+    assert (error.meta_http_status, error.http_status) == (500, 503)
+    with pytest.raises(TypeError):
+        MetaTransientError("down", status=500)

@@ -14,7 +14,8 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import httpx
 import pytest
 
-from sandbox.app import endpoint_key, parse_fields
+from sandbox.core import endpoint_key
+from sandbox.fields import parse_fields
 from sandbox.fixtures import ALICE, BOB, DAVE, ERIN
 from tests.fixtures.sandbox import SandboxControl
 
@@ -412,3 +413,50 @@ def test_pure_helpers() -> None:
     assert parse_fields("id,a{b,c{d}},e") == {"id": None, "a": {"b": None, "c": {"d": None}}, "e": None}
     assert endpoint_key("POST", "/v25.0/12345/subscribed_apps") == "POST /{id}/subscribed_apps"
     assert endpoint_key("GET", "/v25.0/me/accounts") == "GET /me/accounts"
+
+
+LINKED_FIELDS = "id,name,access_token,instagram_business_account{id,username,profile_picture_url}"
+
+
+def test_accounts_expand_the_instagram_account_and_omit_it_when_none(sandbox: SandboxControl) -> None:
+    """/me/accounts with a nested instagram_business_account expands it per Page, absent where none is linked."""
+    sandbox.control(
+        "POST",
+        "users",
+        {
+            "id": "556",
+            "pages": [
+                {"id": "781", "name": "Linked", "instagram": {"id": "1784781", "username": "linked.ig"}},
+                {"id": "782", "name": "Bare", "instagram": None},
+            ],
+        },
+    )
+    (token,) = sandbox.mint("556", "long")
+    body = graph(sandbox, "GET", "/me/accounts", token, fields=LINKED_FIELDS).json()
+    linked, bare = body["data"]
+    assert set(linked) == {"id", "name", "access_token", "instagram_business_account"}
+    assert linked["instagram_business_account"]["id"] == "1784781"
+    assert linked["instagram_business_account"]["username"] == "linked.ig"
+    assert set(linked["instagram_business_account"]) == {"id", "username", "profile_picture_url"}
+    assert set(bare) == {"id", "name", "access_token"}
+    assert graph(
+        sandbox, "GET", "/782", bare["access_token"], fields="instagram_business_account"
+    ).json() == {"id": "782"}
+
+
+def test_accounts_next_keeps_the_nested_fields(sandbox: SandboxControl) -> None:
+    """paging.next of an expanded listing asks for the same nested fields, so every page is expanded."""
+    (token,) = sandbox.mint(ERIN, "long")
+    first = graph(sandbox, "GET", "/me/accounts", token, fields=LINKED_FIELDS).json()
+    assert parse_qs(urlsplit(first["paging"]["next"]).query)["fields"] == [LINKED_FIELDS]
+    after = first["paging"]["cursors"]["after"]
+    second = graph(sandbox, "GET", "/me/accounts", token, fields=LINKED_FIELDS, after=after).json()
+    usernames = [p["instagram_business_account"]["username"] for p in first["data"] + second["data"]]
+    assert usernames == [f"erin.page{n:02d}" for n in range(1, 31)]
+
+
+def test_accounts_nested_unknown_field_is_refused(sandbox: SandboxControl) -> None:
+    """An unknown field inside the nested expansion is (#100) on /me/accounts as on the Page."""
+    (token,) = sandbox.mint(ALICE, "long")
+    error = graph(sandbox, "GET", "/me/accounts", token, fields="id,instagram_business_account{bogus}").json()
+    assert error["error"]["code"] == 100 and "IGUser" in error["error"]["message"]
