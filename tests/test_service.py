@@ -25,6 +25,7 @@ from instagram_dm.service import REQUIRED_SCOPES, InstagramService, hash_state
 from instagram_dm.settings import Settings
 from sandbox import fixtures as fb
 from sandbox.app import create_app as create_sandbox
+from sandbox.oauth import grant_code
 from sandbox.state import SandboxConfig
 from tests.fixtures.api import INIT, REDIRECT_URI, RETURN_URL, settings_env, user_token
 from tests.fixtures.database import DEMO_ADMIN, DEMO_IMO
@@ -42,7 +43,7 @@ class World:
 
     def code(self, fb_user: str = fb.ALICE) -> str:
         """A code as Meta's dialog would hand it back, for `fb_user` with every scope we ask for."""
-        return str(self.sandbox.state.sandbox.grant_code(fb_user, REDIRECT_URI, REQUIRED_SCOPES))
+        return str(grant_code(self.sandbox.state.sandbox, fb_user, REDIRECT_URI, REQUIRED_SCOPES))
 
     def meta_calls(self) -> int:
         return int(self.sandbox.state.sandbox.total_calls)
@@ -252,7 +253,7 @@ def test_injected_transport_carries_the_graph_calls(unit_settings: Settings) -> 
             INIT, json={"imo_id": DEMO_IMO}, headers={"Authorization": f"Bearer {user_token()}"}
         )
         nonce = parse_qs(urlsplit(init.json()["url"]).query)["state"][0]
-        code = sandbox.state.sandbox.grant_code(fb.ALICE, REDIRECT_URI, REQUIRED_SCOPES)
+        code = grant_code(sandbox.state.sandbox, fb.ALICE, REDIRECT_URI, REQUIRED_SCOPES)
         done = client.get(
             f"/functions/v1/instagram-oauth-callback?state={nonce}&code={code}", follow_redirects=False
         )

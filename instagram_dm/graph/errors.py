@@ -67,16 +67,8 @@ class GraphError(MetaError):
         meta_http_status: int | None = None,
         is_transient: bool | None = None,
         retry_after: float | None = None,
-        **legacy: int | None,
     ) -> None:
         super().__init__(message)
-        if legacy:
-            # `http_status=` was the old spelling of `meta_http_status=`; it never sets the edge status.
-            unknown = set(legacy) - {"http_status"}
-            if unknown:
-                raise TypeError(f"unexpected keyword argument(s): {', '.join(sorted(unknown))}")
-            if meta_http_status is None:
-                meta_http_status = legacy["http_status"]
         self.meta_code = meta_code
         self.meta_subcode = meta_subcode
         self.meta_type = meta_type

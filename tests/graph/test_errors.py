@@ -209,11 +209,3 @@ def test_classified_error_keeps_metas_status_apart_from_ours() -> None:
     """A classified 403 from Meta says meta_http_status 403 and http_status 502."""
     error = classify(403, envelope(200), {})
     assert (error.meta_http_status, error.http_status) == (403, 502)
-
-
-def test_old_http_status_keyword_sets_metas_status_only() -> None:
-    """The old `http_status=` keyword still means Meta's status and never changes the edge status."""
-    error = MetaTransientError("down", http_status=500)
-    assert (error.meta_http_status, error.http_status) == (500, 503)
-    with pytest.raises(TypeError):
-        MetaTransientError("down", status=500)

@@ -89,7 +89,7 @@ def test_rate_limit_without_a_regain_time_waits_a_default() -> None:
 
 def test_transient_retries_with_backoff() -> None:
     """A 5xx on attempt 2 retries after 60 s (base 30 doubled)."""
-    assert fate(MetaTransientError("down", http_status=503), attempt=2) == (
+    assert fate(MetaTransientError("down", meta_http_status=503), attempt=2) == (
         "retry",
         NOW + timedelta(seconds=60),
     )
@@ -97,7 +97,7 @@ def test_transient_retries_with_backoff() -> None:
 
 def test_transient_on_the_last_attempt_discards_but_never_asks_for_reauth() -> None:
     """An outage that outlasts every attempt discards the job and leaves the integration connected."""
-    assert fate(MetaTransientError("down", http_status=503), attempt=10) == ("discard", None)
+    assert fate(MetaTransientError("down", meta_http_status=503), attempt=10) == ("discard", None)
 
 
 def test_unknown_errors_retry_then_mark_the_integration_error() -> None:
@@ -120,17 +120,17 @@ def test_an_unreadable_token_discards_an_unsubscription_at_once() -> None:
 
 def test_unsubscribe_outage_retries_with_the_common_backoff_then_discards() -> None:
     """The unsubscribe kind retries an outage after base * 2**(n-1) and discards after its last attempt."""
-    assert unsubscribe_fate(MetaTransientError("down", http_status=502), attempt=2) == (
+    assert unsubscribe_fate(MetaTransientError("down", meta_http_status=502), attempt=2) == (
         "retry",
         NOW + timedelta(seconds=60),
     )
-    assert unsubscribe_fate(MetaTransientError("down", http_status=502), attempt=8) == ("discard", None)
+    assert unsubscribe_fate(MetaTransientError("down", meta_http_status=502), attempt=8) == ("discard", None)
     assert unsubscribe_fate(RuntimeError("bug"), attempt=8) == ("discard", None)
 
 
 def test_retries_of_a_refresh_land_before_the_token_expires() -> None:
     """With 20 minutes left and a 10-minute margin, the retry is squeezed into the remaining 10 minutes."""
-    action, run_at = fate(MetaTransientError("down", http_status=503), expires_in=timedelta(minutes=20))
+    action, run_at = fate(MetaTransientError("down", meta_http_status=503), expires_in=timedelta(minutes=20))
     assert action == "retry" and run_at is not None
     assert run_at <= NOW + timedelta(minutes=10)
 
@@ -144,7 +144,9 @@ def test_database_outage_is_transient() -> None:
 def test_an_outage_never_asks_for_reauth(attempt: int, status: int, hours: float) -> None:
     """Whatever the attempt and time left, a transient failure is retry or discard, never reauth/error."""
     action, _ = fate(
-        MetaTransientError("down", http_status=status), attempt=attempt, expires_in=timedelta(hours=hours)
+        MetaTransientError("down", meta_http_status=status),
+        attempt=attempt,
+        expires_in=timedelta(hours=hours),
     )
     assert action in {"retry", "discard"}
 
