@@ -600,3 +600,17 @@ def test_secret_compares_and_tests_by_value() -> None:
     assert hash(Secret("a")) == hash(Secret("a"))
     assert not Secret("")
     assert Secret("x")
+
+
+def test_env_example_as_copied_is_refused_naming_each_placeholder() -> None:
+    """.env.example copied unchanged to .env does not start in production: every placeholder is named."""
+    problems = Settings.from_environ({}, env_file=ROOT / ".env.example").problems()
+    named = {line.split(" ", 1)[0] for line in problems}
+    assert named == {
+        "INSTAGRAM_APP_ID",
+        "INSTAGRAM_APP_SECRET",
+        "INSTAGRAM_TOKEN_ENCRYPTION_KEY",
+        "SUPABASE_JWT_SECRET",
+        "INSTAGRAM_WEBHOOK_VERIFY_TOKEN",
+    }
+    assert all("placeholder" in line for line in problems)
