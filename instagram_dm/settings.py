@@ -8,6 +8,7 @@ whose ``repr``/``str`` never show the value.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,11 @@ PLACEHOLDERS = frozenset(
 )
 MIN_KEY_LENGTH = 32
 DEFAULT_GRAPH_VERSION = "v25.0"
+ENVIRONMENTS = ("production", "development")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+_GRAPH_VERSION_RE = re.compile(r"v\d+\.\d+")
 
 
 class Secret:
@@ -55,6 +61,17 @@ def _is_placeholder(value: str) -> bool:
     return lowered in PLACEHOLDERS or lowered.startswith(("<", "your-", "your_")) or "changeme" in lowered
 
 
+def _is_http_url(url: str) -> bool:
+    parts = urlsplit(url)
+    return parts.scheme in {"http", "https"} and bool(parts.hostname)
+
+
+def _environment(raw: str) -> str:
+    if raw not in ENVIRONMENTS:
+        raise ConfigError(f"INSTAGRAM_DM_ENV must be 'production' or 'development', got {raw!r}")
+    return raw
+
+
 @dataclass(frozen=True)
 class Settings:
     """Typed configuration; see `.env.example` for each variable."""
@@ -80,6 +97,9 @@ class Settings:
     worker_concurrency: int = 20
     log_level: str = "INFO"
 
+    def __post_init__(self) -> None:
+        _environment(self.environment)
+
     # ---- loading ---------------------------------------------------------------------------------
 
     @classmethod
@@ -99,9 +119,17 @@ class Settings:
         try:
             concurrency = int(concurrency_raw)
         except ValueError:
+            concurrency = 0
+        if concurrency < 1:
             raise ConfigError(
-                f"INSTAGRAM_WORKER_CONCURRENCY must be an integer, got {concurrency_raw!r}"
-            ) from None
+                f"INSTAGRAM_WORKER_CONCURRENCY must be a whole number of at least 1, got {concurrency_raw!r}"
+            )
+        bind_raw = get("INSTAGRAM_OAUTH_BIND_BROWSER", "true")
+        if bind_raw.lower() not in _TRUE | _FALSE:
+            raise ConfigError(f"INSTAGRAM_OAUTH_BIND_BROWSER must be true or false, got {bind_raw!r}")
+        log_level = get("LOG_LEVEL", "INFO").upper() or "INFO"
+        if log_level not in LOG_LEVELS:
+            raise ConfigError(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
         return cls(
             instagram_app_id=get("INSTAGRAM_APP_ID"),
             instagram_app_secret=Secret(get("INSTAGRAM_APP_SECRET")),
@@ -118,16 +146,16 @@ class Settings:
             supabase_service_role_key=Secret(get("SUPABASE_SERVICE_ROLE_KEY")),
             supabase_jwt_secret=Secret(get("SUPABASE_JWT_SECRET")),
             supabase_jwks_url=get("SUPABASE_JWKS_URL"),
-            environment=get("INSTAGRAM_DM_ENV", "production").lower() or "production",
-            oauth_bind_browser=get("INSTAGRAM_OAUTH_BIND_BROWSER", "true").lower()
-            not in {"0", "false", "no", "off"},
+            environment=_environment(get("INSTAGRAM_DM_ENV") or "production"),
+            oauth_bind_browser=bind_raw.lower() in _TRUE,
             worker_concurrency=concurrency,
-            log_level=get("LOG_LEVEL", "INFO").upper() or "INFO",
+            log_level=log_level,
         )
 
     @property
     def is_development(self) -> bool:
-        return self.environment in {"development", "dev", "local", "test"}
+        """Only INSTAGRAM_DM_ENV=development: dev pages are mounted and placeholder secrets tolerated."""
+        return self.environment == "development"
 
     # ---- validation ------------------------------------------------------------------------------
 
@@ -170,14 +198,14 @@ class Settings:
         elif _is_placeholder(self.instagram_app_id):
             out.append("INSTAGRAM_APP_ID is a placeholder; set the Meta app id")
         out += self._secret_problem("INSTAGRAM_APP_SECRET", self.instagram_app_secret.reveal())
-        if not self.graph_api_version.startswith("v"):
+        if not _GRAPH_VERSION_RE.fullmatch(self.graph_api_version):
             out.append(f"META_GRAPH_API_VERSION must look like v25.0, got {self.graph_api_version!r}")
         for name, url in (
             ("META_GRAPH_BASE_URL", self.graph_base_url),
             ("META_OAUTH_DIALOG_BASE_URL", self.oauth_dialog_base_url),
         ):
-            if urlsplit(url).scheme not in {"http", "https"}:
-                out.append(f"{name} must be an http(s) URL, got {url!r}")
+            if not _is_http_url(url):
+                out.append(f"{name} must be an absolute http(s) URL, got {url!r}")
         return out
 
     def _crypto_problems(self) -> list[str]:
@@ -208,26 +236,38 @@ class Settings:
             ("INSTAGRAM_OAUTH_REDIRECT_URI", self.oauth_redirect_uri),
             ("INSTAGRAM_RETURN_URL", self.return_url),
         ):
-            parts = urlsplit(url)
             if not url:
                 out.append(f"{name} is not set (see .env.example)")
-            elif parts.scheme not in {"http", "https"} or not parts.netloc:
+            elif not _is_http_url(url):
                 out.append(f"{name} must be an absolute http(s) URL, got {url!r}")
         return out
 
     def _database_problems(self) -> list[str]:
         if self.database_url:
+            # Never echo the URL: it carries the password.
+            if urlsplit(self.database_url.reveal()).scheme not in {"postgres", "postgresql"}:
+                return ["DATABASE_URL must be a postgresql:// URL"]
             return []
-        if self.supabase_url and self.supabase_service_role_key:
-            return []
-        if self.supabase_url:
+        if not self.supabase_url:
+            return ["DATABASE_URL is not set (or set SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY)"]
+        if not _is_http_url(self.supabase_url):
+            return [f"SUPABASE_URL must be an absolute http(s) URL, got {self.supabase_url!r}"]
+        if not self.supabase_service_role_key:
             return ["SUPABASE_SERVICE_ROLE_KEY is not set (needed with SUPABASE_URL)"]
-        return ["DATABASE_URL is not set (or set SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY)"]
+        return self._secret_problem("SUPABASE_SERVICE_ROLE_KEY", self.supabase_service_role_key.reveal())
 
     def _jwt_problems(self) -> list[str]:
-        if self.supabase_jwks_url or self.supabase_jwt_secret:
-            return []
-        return ["SUPABASE_JWT_SECRET or SUPABASE_JWKS_URL must be set to verify users' access tokens"]
+        if not (self.supabase_jwks_url or self.supabase_jwt_secret):
+            return ["SUPABASE_JWT_SECRET or SUPABASE_JWKS_URL must be set to verify users' access tokens"]
+        out: list[str] = []
+        secret = self.supabase_jwt_secret.reveal()
+        if secret:
+            out += self._secret_problem("SUPABASE_JWT_SECRET", secret)
+            if not out and len(secret) < MIN_KEY_LENGTH:
+                out.append(f"SUPABASE_JWT_SECRET must be at least {MIN_KEY_LENGTH} characters")
+        if self.supabase_jwks_url and not _is_http_url(self.supabase_jwks_url):
+            out.append(f"SUPABASE_JWKS_URL must be an absolute http(s) URL, got {self.supabase_jwks_url!r}")
+        return out
 
     def _webhook_problems(self) -> list[str]:
         return self._secret_problem("INSTAGRAM_WEBHOOK_VERIFY_TOKEN", self.webhook_verify_token.reveal())

@@ -27,6 +27,7 @@ from instagram_dm import auth
 from instagram_dm.auth import JWTVerifier, UserClaims
 from instagram_dm.errors import AuthError, ConfigError
 from instagram_dm.settings import Secret, Settings
+from tests.db.factories import DEMO_ADMIN
 
 # Public local-development values of the Supabase CLI (reference §8, §9); never production keys.
 DEMO_SECRET = "super-secret-jwt-token-with-at-least-32-characters-long"
@@ -50,7 +51,7 @@ CLI_EC_D = "dIhR8wywJlqlua4y_yMq2SLhlFXDZJBCvFrY1DCHyVU"
 
 JWKS_URL = "http://127.0.0.1:54321/auth/v1/.well-known/jwks.json"
 ISSUER = "http://127.0.0.1:54321/auth/v1"
-USER_ID = "00000000-0000-4000-8000-0000000000b1"
+USER_ID = DEMO_ADMIN  # the seed's admin@demo-agency.test
 
 
 def b64url(data: bytes) -> str:
@@ -235,11 +236,14 @@ async def test_valid_rs256_token_via_jwks(verifier: JWTVerifier, rs256_key: Sign
 async def test_jwks_is_cached(
     verifier: JWTVerifier, jwks: JWKSServer, es256_key: SigningKey, clock: Clock
 ) -> None:
-    """The JWKS is fetched once and reused until jwks_cache_seconds have passed."""
+    """The JWKS is fetched once and reused until jwks_cache_seconds (600 s) have passed."""
     for _ in range(5):
         await verifier.verify(f"Bearer {es256_key.sign(user_payload())}")
     assert jwks.requests == 1
-    clock.now += 601
+    clock.now += 599
+    await verifier.verify(f"Bearer {es256_key.sign(user_payload())}")
+    assert jwks.requests == 1
+    clock.now += 2
     await verifier.verify(f"Bearer {es256_key.sign(user_payload())}")
     assert jwks.requests == 2
 
@@ -256,14 +260,22 @@ async def test_claims_are_normalised(verifier: JWTVerifier) -> None:
     user = await verifier.verify(f"Bearer {token}")
     assert user.user_id == USER_ID
     assert user.email is None
+
+
+async def test_claims_are_read_only(verifier: JWTVerifier) -> None:
+    """The verified claims cannot be changed after verification (a read-only mapping at run time)."""
+    user = await verifier.verify(f"Bearer {hs256(user_payload())}")
     with pytest.raises(TypeError):
         user.claims["sub"] = "x"  # type: ignore[index]
+    assert user.claims["sub"] == USER_ID
 
 
 async def test_expiry_leeway(verifier: JWTVerifier) -> None:
-    """A token expired by less than the leeway (30 s) is still accepted: clocks drift."""
-    user = await verifier.verify(f"Bearer {hs256(user_payload(exp=int(time.time()) - 10))}")
+    """A token expired by less than the leeway (30 s) is still accepted, one expired by more is not."""
+    user = await verifier.verify(f"Bearer {hs256(user_payload(exp=int(time.time()) - 25))}")
     assert user.user_id == USER_ID
+    late = hs256(user_payload(exp=int(time.time()) - 35, iat=int(time.time()) - 600))
+    assert (await rejected(verifier, f"Bearer {late}")).code == "token_expired"
 
 
 # ---- missing or malformed -------------------------------------------------------------------------
@@ -328,7 +340,7 @@ async def test_bad_subject(verifier: JWTVerifier, sub: Any) -> None:
     assert (await rejected(verifier, f"Bearer {token}")).code == "invalid_subject"
 
 
-async def test_issuer_checked_when_configured(http: httpx.AsyncClient, clock: Clock) -> None:
+async def test_issuer_checked_when_configured() -> None:
     """With an issuer configured, a token from another issuer is invalid_token."""
     verifier = JWTVerifier(hs256_secret=DEMO_SECRET, jwks_url=None, issuer=ISSUER)
     assert (await verifier.verify(f"Bearer {hs256(user_payload())}")).user_id == USER_ID

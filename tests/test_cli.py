@@ -1,4 +1,5 @@
-"""The `instagram-dm` command: doctor's checks, and one readable line (exit 1) for bad input."""
+"""The `instagram-dm` command: doctor's checks, one readable line (exit 1) for bad input, and where
+rotate-key finds the previous key."""
 
 from __future__ import annotations
 
@@ -6,11 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import asyncpg
 import jwt
 import pytest
 
-from tests.fixtures.api import JWT_SECRET, settings_env
-from tests.fixtures.database import DEMO_ADMIN
+from cli import keys
+from instagram_dm.errors import ConfigError
+from tests.db.factories import DEMO_ADMIN, integration
+from tests.fixtures.api import JWT_SECRET, TOKEN_KEY, settings_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -75,12 +79,61 @@ def test_placeholder_secret_is_refused_in_production(good_env: dict[str, str]) -
     assert "INSTAGRAM_APP_SECRET is a placeholder" in result.stderr
 
 
-def test_rotate_key_without_previous_key_is_one_line(good_env: dict[str, str]) -> None:
+async def test_rotate_key_without_previous_key_is_one_line(
+    pg: asyncpg.Connection, good_env: dict[str, str]
+) -> None:
     """rotate-key without INSTAGRAM_TOKEN_ENCRYPTION_KEY_PREVIOUS says so in one line and changes nothing."""
+    integration_id = await integration(pg, status="connected", key=TOKEN_KEY)
+    stored = """select user_access_token_encrypted, token_key_fingerprint
+                from public.instagram_integrations where id = $1"""
+    before = await pg.fetchrow(stored, integration_id)
     result = cli("rotate-key", env=good_env)
     assert result.returncode == 1
-    assert "INSTAGRAM_TOKEN_ENCRYPTION_KEY_PREVIOUS is not set" in result.stderr
-    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "instagram-dm rotate-key: INSTAGRAM_TOKEN_ENCRYPTION_KEY_PREVIOUS is not set"
+        " (the key the tokens are encrypted with now)"
+    ]
+    assert await pg.fetchrow(stored, integration_id) == before
+
+
+def test_unknown_environment_is_one_line() -> None:
+    """INSTAGRAM_DM_ENV=test (not a documented value) stops any subcommand with one line naming the variable."""
+    env = {"PATH": "/usr/bin:/bin", **settings_env("http://127.0.0.1:9", "postgresql://u:p@127.0.0.1:9/x")}
+    result = cli("doctor", env=env | {"INSTAGRAM_DM_ENV": "test"})
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "instagram-dm doctor: INSTAGRAM_DM_ENV must be 'production' or 'development', got 'test'"
+    ]
+
+
+# ---- rotate-key: where the previous key comes from --------------------------------------------------
+
+
+def test_previous_key_comes_from_the_environment_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """keys.previous_key() prefers INSTAGRAM_TOKEN_ENCRYPTION_KEY_PREVIOUS from the environment over the file."""
+    env_file = tmp_path / ".env"
+    env_file.write_text("INSTAGRAM_TOKEN_ENCRYPTION_KEY_PREVIOUS=from-the-file\n")
+    monkeypatch.setenv(keys.PREVIOUS_KEY_VAR, "from-the-environment")
+    assert keys.previous_key(str(env_file)) == "from-the-environment"
+
+
+def test_previous_key_falls_back_to_the_env_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """keys.previous_key() reads the --env-file when the environment does not set the variable."""
+    env_file = tmp_path / ".env"
+    env_file.write_text("INSTAGRAM_TOKEN_ENCRYPTION_KEY_PREVIOUS=from-the-file\n")
+    monkeypatch.delenv(keys.PREVIOUS_KEY_VAR, raising=False)
+    assert keys.previous_key(str(env_file)) == "from-the-file"
+
+
+def test_previous_key_missing_everywhere_is_a_config_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """keys.previous_key() with the variable in neither place raises ConfigError naming it."""
+    monkeypatch.delenv(keys.PREVIOUS_KEY_VAR, raising=False)
+    with pytest.raises(ConfigError, match="INSTAGRAM_TOKEN_ENCRYPTION_KEY_PREVIOUS is not set"):
+        keys.previous_key(str(tmp_path / "absent.env"))
 
 
 def test_dev_token_is_a_valid_user_jwt(good_env: dict[str, str]) -> None:

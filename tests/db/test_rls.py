@@ -7,23 +7,14 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from tests.db.factories import tenant_rows
-from tests.fixtures.database import DEMO_ADMIN, DEMO_IMO, DEMO_MEMBER, STARTER_IMO, acting_as
+from tests.db.factories import DEMO_ADMIN, DEMO_IMO, DEMO_MEMBER, STARTER_IMO, our_tables, tenant_rows
+from tests.fixtures.database import acting_as
 
-IMO_TABLES = [
-    "instagram_integrations",
-    "instagram_conversations",
-    "instagram_messages",
-    "instagram_scheduled_messages",
-    "instagram_message_templates",
-    "instagram_usage",
-    "recruiting_leads",
-    "notifications",
-    "imo_members",
-    "imo_subscriptions",
-]
-ALL_TABLES = [*IMO_TABLES, "imos", "subscription_plans"]
 APP_FACING_FUNCTIONS = {"instagram_integration_status", "instagram_disconnect"}
+# Tables an authenticated user may read that have no imo_id: their own IMOs, and the plans catalogue.
+READABLE_WITHOUT_IMO_ID = {"public.imos", "public.subscription_plans"}
+# Tables only service_role touches.
+SERVICE_ONLY = {"public.instagram_oauth_states", "public.instagram_page_unsubscriptions"}
 
 
 @pytest.fixture
@@ -33,15 +24,48 @@ async def two_tenants(pg: asyncpg.Connection) -> asyncpg.Connection:
     return pg
 
 
-@pytest.mark.parametrize("table", IMO_TABLES)
-async def test_member_reads_own_imo_rows_only(two_tenants: asyncpg.Connection, table: str) -> None:
-    """A member of IMO A sees A's rows and none of IMO B's."""
-    column = "imo_id"
-    async with acting_as(two_tenants, DEMO_MEMBER) as conn:
-        own = await conn.fetchval(f"select count(*) from public.{table} where {column} = $1", DEMO_IMO)  # noqa: S608
-        foreign = await conn.fetchval(f"select count(*) from public.{table} where {column} = $1", STARTER_IMO)  # noqa: S608
-    assert own >= 1
-    assert foreign == 0
+async def classified_tables(pg: asyncpg.Connection) -> dict[str, tuple[bool, bool]]:
+    """Every table of ours → (has an imo_id column, authenticated may read some column of it)."""
+    out: dict[str, tuple[bool, bool]] = {}
+    for name in await our_tables(pg):
+        row = await pg.fetchrow(
+            """select exists (select 1 from pg_attribute a where a.attrelid = $1::regclass
+                                and a.attname = 'imo_id' and not a.attisdropped) as scoped,
+                      has_any_column_privilege('authenticated', $1::regclass, 'SELECT') as readable""",
+            name,
+        )
+        out[name] = (row["scoped"], row["readable"])
+    return out
+
+
+async def tenant_tables(pg: asyncpg.Connection) -> list[str]:
+    """The tables users read that are scoped to an IMO, from the catalogue."""
+    return sorted(
+        name for name, (scoped, readable) in (await classified_tables(pg)).items() if scoped and readable
+    )
+
+
+async def test_every_table_is_tenant_scoped_or_listed(pg: asyncpg.Connection) -> None:
+    """A table users may read has an imo_id (so the isolation tests cover it) unless listed as global;
+    a table they may not read is one of the listed service-only ones."""
+    tables = await classified_tables(pg)
+    readable_unscoped = {name for name, (scoped, readable) in tables.items() if readable and not scoped}
+    unreadable = {name for name, (_, readable) in tables.items() if not readable}
+    assert readable_unscoped == READABLE_WITHOUT_IMO_ID
+    assert unreadable == SERVICE_ONLY
+
+
+async def test_member_reads_own_imo_rows_only(two_tenants: asyncpg.Connection) -> None:
+    """In every IMO-scoped table a member of IMO A sees A's rows and none of IMO B's."""
+    tables = await tenant_tables(two_tenants)
+    assert "public.instagram_refresh_jobs" in tables
+    seen: dict[str, tuple[int, int]] = {}
+    for table in tables:
+        async with acting_as(two_tenants, DEMO_MEMBER) as conn:
+            own = await conn.fetchval(f"select count(*) from {table} where imo_id = $1", DEMO_IMO)  # noqa: S608
+            foreign = await conn.fetchval(f"select count(*) from {table} where imo_id = $1", STARTER_IMO)  # noqa: S608
+        seen[table] = (own, foreign)
+    assert {t: counts for t, counts in seen.items() if counts[0] < 1 or counts[1] != 0} == {}
 
 
 async def test_member_sees_only_own_imo(two_tenants: asyncpg.Connection) -> None:
@@ -54,37 +78,32 @@ async def test_member_sees_only_own_imo(two_tenants: asyncpg.Connection) -> None
 async def test_user_without_membership_reads_nothing(two_tenants: asyncpg.Connection) -> None:
     """An authenticated user who belongs to no IMO reads zero rows from every IMO-scoped table."""
     stranger = "00000000-0000-4000-8000-0000000000ff"
+    tables = await tenant_tables(two_tenants)
     async with acting_as(two_tenants, stranger) as conn:
-        counts = {t: await conn.fetchval(f"select count(*) from public.{t}") for t in IMO_TABLES}  # noqa: S608
-    assert set(counts.values()) == {0}
+        counts = {t: await conn.fetchval(f"select count(*) from {t}") for t in tables}  # noqa: S608
+    assert tables and set(counts.values()) == {0}
 
 
-@pytest.mark.parametrize("table", ALL_TABLES)
-async def test_anon_reads_nothing(two_tenants: asyncpg.Connection, table: str) -> None:
-    """The anon role has no access to any table."""
-    async with acting_as(two_tenants, None, role="anon") as conn:
-        with pytest.raises(asyncpg.InsufficientPrivilegeError):
-            await conn.fetchval(f"select count(*) from public.{table}")  # noqa: S608
+async def test_admin_cannot_read_service_only_tables(two_tenants: asyncpg.Connection) -> None:
+    """OAuth states and Page unsubscriptions (which hold a token) are refused even to an IMO admin."""
+    for table in sorted(SERVICE_ONLY):
+        async with acting_as(two_tenants, DEMO_ADMIN) as conn:
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.fetchval(f"select count(*) from {table}")  # noqa: S608
 
 
-@pytest.mark.parametrize("role", ["anon", "authenticated"])
-async def test_api_roles_cannot_select_token_columns(pg: asyncpg.Connection, role: str) -> None:
-    """No API role has a privilege on any *_encrypted column, so tokens cannot be selected."""
-    rows = await pg.fetch(
-        """select c.table_name, c.column_name from information_schema.columns c
-           where c.table_schema = 'public' and c.column_name like '%\\_encrypted'"""
-    )
-    assert rows, "expected token columns"
-    for row in rows:
-        for privilege in ("SELECT", "INSERT", "UPDATE", "REFERENCES"):
-            allowed = await pg.fetchval(
-                "select has_column_privilege($1, format('public.%I', $2::text), $3, $4)",
-                role,
-                row["table_name"],
-                row["column_name"],
-                privilege,
-            )
-            assert allowed is False, (role, row["table_name"], row["column_name"], privilege)
+async def test_anon_reads_nothing(two_tenants: asyncpg.Connection) -> None:
+    """The anon role is refused on every table of ours."""
+    tables = await our_tables(two_tenants)
+    readable = []
+    for table in tables:
+        async with acting_as(two_tenants, None, role="anon") as conn:
+            try:
+                await conn.fetchval(f"select count(*) from {table}")  # noqa: S608
+            except asyncpg.InsufficientPrivilegeError:
+                continue
+            readable.append(table)
+    assert tables and readable == []
 
 
 async def test_member_select_of_token_column_is_denied(two_tenants: asyncpg.Connection) -> None:
@@ -119,7 +138,8 @@ async def test_member_cannot_write_templates_but_admin_can(pg: asyncpg.Connectio
 
 
 async def test_service_only_functions_are_not_executable_by_api_roles(pg: asyncpg.Connection) -> None:
-    """Every public function except the app-facing RPCs is revoked from public, anon and authenticated."""
+    """Every public function of ours runs for service_role, never for anon, and for authenticated only if
+    it is an app-facing RPC."""
     rows = await pg.fetch(
         """select p.oid::regprocedure::text as signature, p.proname,
                   has_function_privilege('anon', p.oid, 'execute') as anon,
@@ -129,23 +149,12 @@ async def test_service_only_functions_are_not_executable_by_api_roles(pg: asyncp
            left join pg_depend d on d.objid = p.oid and d.deptype = 'e'
            where n.nspname = 'public' and d.objid is null"""
     )
+    assert {"instagram_store_integrations", *APP_FACING_FUNCTIONS} <= {r["proname"] for r in rows}
     for row in rows:
         assert row["anon"] is False, row["signature"]
         assert row["service"] is True, row["signature"]
         if row["proname"] not in APP_FACING_FUNCTIONS:
             assert row["authenticated"] is False, row["signature"]
-
-
-async def test_security_definer_functions_pin_an_empty_search_path(pg: asyncpg.Connection) -> None:
-    """Every security definer function of ours sets search_path to ''."""
-    rows = await pg.fetch(
-        """select p.oid::regprocedure::text as signature, p.proconfig
-           from pg_proc p join pg_namespace n on n.oid = p.pronamespace
-           where n.nspname in ('public', 'instagram_private') and p.prosecdef"""
-    )
-    assert rows
-    for row in rows:
-        assert 'search_path=""' in (row["proconfig"] or []), row["signature"]
 
 
 async def test_members_may_only_mark_notifications_read(pg: asyncpg.Connection) -> None:
