@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-
-from dotenv import dotenv_values
 
 from instagram_dm import errors
 from instagram_dm.bootstrap import open_database
@@ -29,11 +26,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.set_defaults(func=run)
 
 
-def previous_key(env_file: str) -> str:
-    value = os.environ.get(PREVIOUS_KEY_VAR) or dotenv_values(env_file).get(PREVIOUS_KEY_VAR) or ""
-    if not value:
+def previous_key(settings: Settings) -> str:
+    """The key to rotate from: the validated setting (environment first, then the env file)."""
+    settings.require("crypto")
+    if settings.previous_key is None:
         raise errors.ConfigError(f"{PREVIOUS_KEY_VAR} is not set (the key the tokens are encrypted with now)")
-    return value
+    return settings.previous_key
 
 
 async def rotate(settings: Settings, old_key: str, batch_size: int) -> int:
@@ -58,4 +56,4 @@ async def rotate(settings: Settings, old_key: str, batch_size: int) -> int:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.batch_size < 1:
         raise errors.BadRequestError("--batch-size must be at least 1")
-    return asyncio.run(rotate(settings, previous_key(args.env_file), args.batch_size))
+    return asyncio.run(rotate(settings, previous_key(settings), args.batch_size))

@@ -13,6 +13,7 @@ import pytest
 
 from cli import keys
 from instagram_dm.errors import ConfigError
+from instagram_dm.settings import Settings
 from tests.db.factories import DEMO_ADMIN, integration
 from tests.fixtures.api import JWT_SECRET, TOKEN_KEY, settings_env
 
@@ -109,31 +110,40 @@ def test_unknown_environment_is_one_line() -> None:
 # ---- rotate-key: where the previous key comes from --------------------------------------------------
 
 
-def test_previous_key_comes_from_the_environment_first(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+KEY_A = "current-key-for-the-cli-tests-0123456789ab"
+KEY_B = "previous-key-for-the-cli-tests-0123456789a"
+
+
+def test_previous_key_comes_from_the_environment_first(tmp_path: Path) -> None:
     """keys.previous_key() prefers INSTAGRAM_TOKEN_ENCRYPTION_KEY_PREVIOUS from the environment over the file."""
     env_file = tmp_path / ".env"
-    env_file.write_text("INSTAGRAM_TOKEN_ENCRYPTION_KEY_PREVIOUS=from-the-file\n")
-    monkeypatch.setenv(keys.PREVIOUS_KEY_VAR, "from-the-environment")
-    assert keys.previous_key(str(env_file)) == "from-the-environment"
+    env_file.write_text(f"INSTAGRAM_TOKEN_ENCRYPTION_KEY_PREVIOUS={KEY_A}-file\n")
+    environ = {"INSTAGRAM_TOKEN_ENCRYPTION_KEY": KEY_A, keys.PREVIOUS_KEY_VAR: KEY_B}
+    assert keys.previous_key(Settings.from_environ(environ, env_file=env_file)) == KEY_B
 
 
-def test_previous_key_falls_back_to_the_env_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_previous_key_falls_back_to_the_env_file(tmp_path: Path) -> None:
     """keys.previous_key() reads the --env-file when the environment does not set the variable."""
     env_file = tmp_path / ".env"
-    env_file.write_text("INSTAGRAM_TOKEN_ENCRYPTION_KEY_PREVIOUS=from-the-file\n")
-    monkeypatch.delenv(keys.PREVIOUS_KEY_VAR, raising=False)
-    assert keys.previous_key(str(env_file)) == "from-the-file"
+    env_file.write_text(f"INSTAGRAM_TOKEN_ENCRYPTION_KEY_PREVIOUS={KEY_B}\n")
+    settings = Settings.from_environ({"INSTAGRAM_TOKEN_ENCRYPTION_KEY": KEY_A}, env_file=env_file)
+    assert keys.previous_key(settings) == KEY_B
 
 
-def test_previous_key_missing_everywhere_is_a_config_error(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_previous_key_missing_everywhere_is_a_config_error(tmp_path: Path) -> None:
     """keys.previous_key() with the variable in neither place raises ConfigError naming it."""
-    monkeypatch.delenv(keys.PREVIOUS_KEY_VAR, raising=False)
+    settings = Settings.from_environ(
+        {"INSTAGRAM_TOKEN_ENCRYPTION_KEY": KEY_A}, env_file=tmp_path / "absent.env"
+    )
     with pytest.raises(ConfigError, match="INSTAGRAM_TOKEN_ENCRYPTION_KEY_PREVIOUS is not set"):
-        keys.previous_key(str(tmp_path / "absent.env"))
+        keys.previous_key(settings)
+
+
+def test_previous_key_equal_to_the_current_one_is_refused(tmp_path: Path) -> None:
+    """Rotating from a key to itself is a configuration error, before any database call."""
+    environ = {"INSTAGRAM_TOKEN_ENCRYPTION_KEY": KEY_A, keys.PREVIOUS_KEY_VAR: KEY_A}
+    with pytest.raises(ConfigError, match="must differ"):
+        keys.previous_key(Settings.from_environ(environ, env_file=None))
 
 
 def test_dev_token_is_a_valid_user_jwt(good_env: dict[str, str]) -> None:

@@ -496,3 +496,7 @@ revoke execute on function public.instagram_unsubscribe_prune_v1(integer) from p
 grant execute on function public.instagram_unsubscribe_prune_v1(integer) to service_role;
 
 select cron.schedule('instagram-unsubscribe-prune', '50 3 * * *', $$select public.instagram_unsubscribe_prune_v1()$$);
+
+/** --- Section: the refresh jobs' identity sequence kept Supabase's default grants (anon could advance it) --- */
+
+revoke all on sequence public.instagram_refresh_jobs_id_seq from anon, authenticated;

@@ -197,11 +197,10 @@ async def test_seed_imos_have_their_tiers(pg: asyncpg.Connection) -> None:
 
 TABLE_PRIVILEGES = "SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER"
 COLUMN_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "REFERENCES")
+
+
 # Functions that predate the comment rule; a migration should comment (or replace) each, and then it
 # comes off this list (the test below fails while a listed function exists with a comment).
-UNCOMMENTED_BEFORE_THE_RULE = {"instagram_unsubscribe_claim", "instagram_unsubscribe_finish"}
-
-
 async def test_catalogue_checks_cover_every_table_the_migrations_create(pg: asyncpg.Connection) -> None:
     """The catalogue query below sees every table a migration creates, including the later ones
     (OAuth states, Page unsubscriptions, refresh jobs), and no schema outside the migrations' own."""
@@ -243,12 +242,6 @@ async def test_anon_has_no_privilege_on_any_table(pg: asyncpg.Connection) -> Non
     assert relations and granted == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect in 20260120000001_instagram_refresh_jobs.sql: the identity sequence keeps Supabase's "
-    "default grants (anon=rwU); fix: revoke all on sequence public.instagram_refresh_jobs_id_seq "
-    "from anon, authenticated",
-)
 async def test_anon_has_no_privilege_on_any_sequence(pg: asyncpg.Connection) -> None:
     """No sequence of ours lets anon read, advance or set it."""
     sequences = await our_tables(pg, relkinds="S")
@@ -312,11 +305,7 @@ async def test_every_public_instagram_function_has_a_comment(pg: asyncpg.Connect
     functions = [f for f in await _our_functions(pg, ["public"]) if f["proname"].startswith("instagram_")]
     assert any(f["proname"] == "instagram_store_integrations" for f in functions)
     uncommented = {f["proname"] for f in functions if not (f["comment"] or "").strip()}
-    assert uncommented - UNCOMMENTED_BEFORE_THE_RULE == set(), "add `comment on function` for these"
-    # A listed function that still exists must still lack its comment, so the list only shrinks; one a
-    # later migration dropped no longer counts.
-    still_there = UNCOMMENTED_BEFORE_THE_RULE & {f["proname"] for f in functions}
-    assert still_there - uncommented == set(), "commented now: take them off the list"
+    assert uncommented == set(), "add `comment on function` for these"
 
 
 async def test_security_definer_functions_pin_an_empty_search_path(pg: asyncpg.Connection) -> None:
