@@ -20,7 +20,7 @@ import pytest
 from instagram_dm.backoff import Backoff
 from instagram_dm.db.asyncpg_adapter import AsyncpgDatabase
 from instagram_dm.graph import GraphClient, RetryPolicy
-from tests.fixtures.database import DEMO_ADMIN, DEMO_IMO
+from tests.db import factories
 from worker.kinds.refresh import FacebookLoginRefresher, RefreshKind, refresh_rules
 from worker.kinds.unsubscribe import UnsubscribeKind
 from worker.queue import JobKind
@@ -61,32 +61,19 @@ async def create_integrations(
         "tokens",
         [{"user_id": u["id"], "kind": "page", "page_id": u["pages"][0]["id"]} for u in users],
     )["tokens"]
-    rows = await pg.fetch(
-        """insert into public.instagram_integrations as i (
-             imo_id, connected_by, facebook_page_id, instagram_business_account_id, instagram_username,
-             user_access_token_encrypted, page_access_token_encrypted, token_key_fingerprint,
-             token_expires_at, data_access_expires_at, status, webhook_subscribed)
-           select $1, $2, t.page_id, t.ig_id, 'ig.' || t.page_id,
-                  instagram_private.encrypt_token(t.user_token, $3),
-                  instagram_private.encrypt_token(t.page_token, $3),
-                  instagram_private.key_fingerprint($3), now() + make_interval(secs => $4),
-                  now() + interval '80 days', 'connected', $9
-           from unnest($5::text[], $6::text[], $7::text[], $8::text[]) as t(page_id, ig_id, user_token, page_token)
-           returning i.id, i.facebook_page_id""",
-        DEMO_IMO,
-        DEMO_ADMIN,
-        key,
-        expires_in,
-        [u["pages"][0]["id"] for u in users],
-        [u["pages"][0]["instagram_id"] for u in users],
-        [t[0] for t in longs],
-        [t[0] for t in pages],
-        webhook_subscribed,
+    ids = await factories.integrations(
+        pg,
+        [
+            factories.IntegrationRow(u["pages"][0]["id"], u["pages"][0]["instagram_id"], lt[0], pt[0])
+            for u, lt, pt in zip(users, longs, pages, strict=True)
+        ],
+        key=key,
+        expires_in=expires_in,
+        webhook_subscribed=webhook_subscribed,
     )
-    by_page = {r["facebook_page_id"]: str(r["id"]) for r in rows}
     return [
-        Connected(by_page[u["pages"][0]["id"]], u["id"], u["pages"][0]["id"], lt[0], pt[0])
-        for u, lt, pt in zip(users, longs, pages, strict=True)
+        Connected(iid, u["id"], u["pages"][0]["id"], lt[0], pt[0])
+        for iid, u, lt, pt in zip(ids, users, longs, pages, strict=True)
     ]
 
 

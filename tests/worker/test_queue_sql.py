@@ -14,6 +14,7 @@ import pytest
 from instagram_dm import errors
 from instagram_dm.db.asyncpg_adapter import AsyncpgDatabase
 from instagram_dm.db.port import ActingUser
+from tests.db import factories
 from tests.fixtures.database import (
     DEMO_ADMIN,
     DEMO_IMO,
@@ -26,7 +27,6 @@ from tests.fixtures.database import (
 from tests.worker.conftest import KEY
 
 WEEK = 7 * 86_400
-_seq = iter(range(10**6, 10**7))
 
 
 async def integration(
@@ -37,25 +37,8 @@ async def integration(
     imo_id: str = DEMO_IMO,
     key: str = KEY,
 ) -> str:
-    """One integration with dummy encrypted tokens expiring `expires_in` seconds from now."""
-    n = next(_seq)
-    return str(
-        await pg.fetchval(
-            """insert into public.instagram_integrations (imo_id, facebook_page_id, instagram_business_account_id,
-                 user_access_token_encrypted, page_access_token_encrypted, token_key_fingerprint,
-                 token_expires_at, status)
-               values ($1, $2, $3, instagram_private.encrypt_token('user-old', $4),
-                 instagram_private.encrypt_token('page-old', $4), instagram_private.key_fingerprint($4),
-                 now() + make_interval(secs => $5), $6::public.instagram_connection_status)
-               returning id""",
-            imo_id,
-            str(n),
-            str(n + 5 * 10**7),
-            key,
-            expires_in,
-            status,
-        )
-    )
+    """One integration with tokens ('user-old', 'page-old') encrypted with `key`, expiring `expires_in` s from now."""
+    return await factories.integration(pg, imo_id, status=status, key=key, expires_in=expires_in)
 
 
 async def claim(
