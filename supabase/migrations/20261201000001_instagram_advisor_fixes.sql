@@ -49,9 +49,13 @@ create index instagram_conversations_integration_idx
   on public.instagram_conversations (integration_id, imo_id);
 create index instagram_messages_conversation_idx
   on public.instagram_messages (conversation_id, imo_id);
-create index instagram_refresh_jobs_integration_imo_idx
-  on public.instagram_refresh_jobs (integration_id, imo_id);
--- Replaces the index on (conversation_id) alone: same name, same lookups, and now covers the key.
+-- These two replace an index that led with the key's first column (same name, same lookups) instead of
+-- adding one: every job state change rewrites each index of the queue table, so a second index would
+-- slow every claim and completion. An integration has few job rows, so ordering them by created_at
+-- after the imo_id column costs nothing.
+drop index if exists public.instagram_refresh_jobs_integration_idx;
+create index instagram_refresh_jobs_integration_idx
+  on public.instagram_refresh_jobs (integration_id, imo_id, created_at desc);
 drop index if exists public.instagram_scheduled_messages_conversation_idx;
 create index instagram_scheduled_messages_conversation_idx
   on public.instagram_scheduled_messages (conversation_id, imo_id);
