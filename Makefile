@@ -1,34 +1,81 @@
 # The two commands: `make run` (everything up locally) and `make test` (the whole gate).
-# Both install what they need: a venv with the package, the pinned Supabase CLI, PostgreSQL 15 +
-# pg_cron (apt-get when root), the embedded database, migrations and seed.
+# Both install what they need: a venv with the locked dependencies and the package, the pinned
+# Supabase CLI, PostgreSQL 15 + pg_cron + plpgsql_check (apt-get when root), the embedded database,
+# migrations and seed.
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip --disable-pip-version-check -q
+# Every Python dependency (dev tools included) at the version CI tested, with its hashes. Built by
+# `make lock` from pyproject.toml; the venv is made again from it whenever it changes.
+LOCK := requirements.lock
+UV_VERSION := 0.13.8
+TOOLS := .local/tools
 
-.PHONY: run test install db db-stop lint typecheck pytest bench clean
+# `make bench` runs on a cluster of its own, never on the one `make run` uses (54322).
+BENCH_DB_DIR := $(CURDIR)/.local/bench
+BENCH_DB_PORT ?= 54399
+BENCH_URL := postgresql://postgres:postgres@127.0.0.1:$(BENCH_DB_PORT)/postgres
+BENCH_DB := INSTAGRAM_DM_DB_DIR=$(BENCH_DB_DIR) INSTAGRAM_DM_DB_PORT=$(BENCH_DB_PORT)
+
+.PHONY: run test install lock db db-stop dbcheck lint typecheck pytest bench bench-stop clean
 
 run: install db
 	@scripts/run.sh
 
-test: install db lint typecheck pytest
+test: install db dbcheck lint typecheck pytest
 
 install: $(VENV)/.installed node_modules/.installed
 
-$(VENV)/.installed: pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
+# A new venv whenever the lock changes, so nothing a previous lock brought stays behind. pip refuses
+# any file whose hash is not in the lock, and any dependency the lock does not pin.
+$(VENV)/.locked: $(LOCK)
+	@rm -rf $(VENV)
+	@$(PYTHON) -m venv $(VENV)
+	@echo "install: the dependencies pinned in $(LOCK)"
+	@$(PIP) install --require-hashes -r $(LOCK)
+	@touch $@
+
+# The package itself, editable, with nothing more: its dependencies are the locked ones (setuptools,
+# the build backend, is in the lock too, hence no build isolation). Then a check that the lock still
+# satisfies pyproject.toml, extras included.
+$(VENV)/.installed: $(VENV)/.locked pyproject.toml
+	@$(PIP) install --no-deps --no-build-isolation -e .
+	@$(BIN)/python scripts/check_lock.py
 	@touch $@
 
 node_modules/.installed: package.json package-lock.json
 	@npm ci --no-audit --no-fund --loglevel=error >/dev/null
 	@touch $@
 
+# Re-resolve the lock after changing dependencies in pyproject.toml. Versions already locked are kept
+# where they still fit; `make lock LOCK_ARGS=--upgrade` (or `--upgrade-package NAME`) moves them. Only
+# releases at least a week old are taken (a cooldown against a bad or hijacked release). The lock is
+# universal (markers for other platforms) and carries the hashes of every file of each version.
+# The lock is rewritten only when its content changes (a new one rebuilds the venv).
+lock: $(TOOLS)/bin/uv
+	@cp $(LOCK) $(LOCK).new 2>/dev/null || true
+	@echo 'setuptools>=68' | $(TOOLS)/bin/uv pip compile pyproject.toml - --extra dev \
+	    --universal --python-version 3.11 --generate-hashes --exclude-newer '1 week' \
+	    --custom-compile-command 'make lock' --quiet --output-file $(LOCK).new $(LOCK_ARGS) \
+	  || { rm -f $(LOCK).new; exit 1; }
+	@if cmp -s $(LOCK).new $(LOCK); then rm $(LOCK).new; echo "lock: $(LOCK) is up to date"; \
+	else mv $(LOCK).new $(LOCK); echo "lock: wrote $(LOCK); commit it with pyproject.toml"; fi
+
+$(TOOLS)/bin/uv:
+	@$(PYTHON) -m venv $(TOOLS)
+	@$(TOOLS)/bin/python -m pip --disable-pip-version-check -q install 'uv==$(UV_VERSION)'
+
 db:
 	@scripts/db.sh up
 
 db-stop:
 	@scripts/db.sh stop
+
+# Supabase's own checks on the migrated database: `supabase db lint` and `supabase db advisors`.
+dbcheck: install db
+	@$(BIN)/python scripts/dbcheck.py
 
 lint:
 	@$(BIN)/ruff check .
@@ -40,10 +87,19 @@ typecheck:
 pytest:
 	@$(BIN)/pytest -q
 
-bench: install db
-	@$(BIN)/python bench/sandbox.py
-	@$(BIN)/python bench/oauth.py
-	@$(BIN)/python bench/refresh.py
+# Each benchmark runs even when one before it failed; the cluster is stopped at the end and the
+# target fails if any of them did.
+bench: install
+	@$(BENCH_DB) scripts/db.sh up
+	@failed=""; \
+	for name in sandbox oauth refresh; do \
+	  DATABASE_URL=$(BENCH_URL) $(BIN)/python bench/$$name.py || failed="$$failed bench/$$name.py"; \
+	done; \
+	$(BENCH_DB) scripts/db.sh stop; \
+	if [ -n "$$failed" ]; then echo "bench: FAILED:$$failed" >&2; exit 1; fi
 
-clean: db-stop
+bench-stop:
+	@$(BENCH_DB) scripts/db.sh stop
+
+clean: db-stop bench-stop
 	rm -rf .local $(VENV) node_modules

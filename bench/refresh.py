@@ -8,6 +8,9 @@
 
 Runs against the embedded database (DATABASE_URL), in a bench IMO of its own that is deleted at the
 end; the sandbox runs as a separate process. Usage: python bench/refresh.py [p1] [p2] [p4] [--quick]
+
+A run that did not finish its work (a worker that died, jobs left unclaimed, a short claim) prints no
+figure: it exits 1 with one line saying what did not finish.
 """
 
 from __future__ import annotations
@@ -36,6 +39,10 @@ from worker.runner import Worker, WorkerOptions
 KEY = "bench-token-encryption-key-0123456789abcdef"
 BENCH_IMO = "00000000-0000-4000-8000-00000000be0c"
 CORES = os.cpu_count() or 1
+
+
+class Incomplete(Exception):
+    """The benchmark's work did not all finish, so its figures would mean nothing."""
 
 
 def say(line: str) -> None:
@@ -125,6 +132,11 @@ async def p1(pg: asyncpg.Connection, n: int, latency_ms: float, concurrency: int
             "select count(*) from public.instagram_refresh_jobs where imo_id = $1 and state = 'completed'",
             BENCH_IMO,
         )
+        if enqueued != n or done != n:
+            raise Incomplete(
+                f"P1 did not finish: {done} of {n} refreshes completed ({enqueued} enqueued) "
+                f"after {elapsed:.1f} s; see the worker's log lines above"
+            )
         ideal = n * META_CALLS_PER_REFRESH * latency_ms / 1000 / concurrency
         say(
             f"P1 {n} due (enqueued {enqueued}), {latency_ms:.0f} ms/call, concurrency {concurrency}: "
@@ -186,7 +198,7 @@ async def p2_run(pg: asyncpg.Connection, jobs: int, concurrency: int, *, analyze
         BENCH_IMO,
     )
     if done != jobs:
-        raise RuntimeError(f"P2: {done} of {jobs} completed")
+        raise Incomplete(f"P2 did not finish: {done} of {jobs} jobs completed after {elapsed:.1f} s")
     return jobs / elapsed
 
 
@@ -211,6 +223,8 @@ async def claim_latencies(db: AsyncpgDatabase, samples: int) -> list[float]:
         started = time.perf_counter()
         rows = await db.rpc("instagram_refresh_claim_v1", {"p_worker": f"p4-{i}", "p_limit": 10})
         out.append((time.perf_counter() - started) * 1000)
+        if len(rows) != 10:
+            raise Incomplete(f"P4 claim did not finish: sample {i + 1} claimed {len(rows)} of 10 jobs")
         await db.rpc(
             "instagram_refresh_release_v1", {"p_worker": f"p4-{i}", "p_job_ids": [r["id"] for r in rows]}
         )
@@ -237,7 +251,7 @@ async def p4(pg: asyncpg.Connection, total: int, runs: int) -> None:
         count = await pg.fetchval("select public.instagram_refresh_enqueue_v1()")
         times.append((time.perf_counter() - started) * 1000)
         if count < due:
-            raise RuntimeError(f"P4: enqueued {count}, expected {due}")
+            raise Incomplete(f"P4 enqueue sweep did not finish: enqueued {count} of {due} due integrations")
     say(
         f"P4 enqueue sweep over {total:,} integrations, {due:,} due: median {statistics.median(times):.0f} ms "
         f"(runs: {', '.join(f'{t:.0f}' for t in times)}; goal <= 500 ms)"
@@ -257,6 +271,8 @@ async def p4(pg: asyncpg.Connection, total: int, runs: int) -> None:
     rows = await pg.fetchval(
         "select count(*) from public.instagram_refresh_jobs where imo_id = $1", BENCH_IMO
     )
+    if rows != total:
+        raise Incomplete(f"P4 setup did not finish: {rows:,} of {total:,} job rows inserted")
     await pg.execute("vacuum analyze public.instagram_refresh_jobs")
     large = await claim_latencies(db, 300)
     await db.close()
@@ -289,10 +305,15 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "which", nargs="*", choices=["p1", "p2", "p4"], help="benchmarks to run (default all)"
-    )
+    # No `choices=`: with nargs="*" Python 3.11's argparse rejects the empty default ("invalid choice: []").
+    parser.add_argument("which", nargs="*", metavar="{p1,p2,p4}", help="benchmarks to run (default all)")
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
     parser.add_argument("--p2-concurrency", type=int, default=50, help="slots per worker loop")
     parser.add_argument("--p2-loops", type=int, default=4, help="worker loops in the process (one pool)")
-    asyncio.run(main(parser.parse_args()))
+    arguments = parser.parse_args()
+    if unknown := set(arguments.which) - {"p1", "p2", "p4"}:
+        parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))} (choose from p1, p2, p4)")
+    try:
+        asyncio.run(main(arguments))
+    except Incomplete as exc:
+        sys.exit(f"[{CORES} cores] FAIL {exc}")

@@ -35,6 +35,8 @@ ensure_packages() {
   local missing=()
   [ -x "$PGBIN/postgres" ] || missing+=(postgresql-15)
   [ -f /usr/share/postgresql/15/extension/pg_cron.control ] || missing+=(postgresql-15-cron)
+  # plpgsql_check: `supabase db lint` creates it (in a transaction it rolls back) to check every function
+  [ -f /usr/share/postgresql/15/extension/plpgsql_check.control ] || missing+=(postgresql-15-plpgsql-check)
   command -v psql >/dev/null || missing+=(postgresql-client-15)
   [ ${#missing[@]} -eq 0 ] && return 0
   if [ "$(id -u)" = 0 ]; then
