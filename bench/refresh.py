@@ -32,8 +32,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench._servers import DATABASE_URL, servers
 from instagram_dm.db.asyncpg_adapter import AsyncpgDatabase
 from instagram_dm.graph import GraphClient
-from worker.jobs import Completed, RefreshJob
-from worker.refresh import META_CALLS_PER_REFRESH, FacebookLoginRefresher
+from worker.kinds.refresh import (
+    META_CALLS_PER_REFRESH,
+    FacebookLoginRefresher,
+    Refreshed,
+    RefreshJob,
+    RefreshKind,
+)
+from worker.kinds.unsubscribe import UnsubscribeKind
 from worker.runner import Worker, WorkerOptions
 
 KEY = "bench-token-encryption-key-0123456789abcdef"
@@ -116,10 +122,9 @@ async def p1(pg: asyncpg.Connection, n: int, latency_ms: float, concurrency: int
                 http, app_id="sandbox-app-id", app_secret="sandbox-app-secret", graph_base_url=sandbox_url
             )
             refresher = FacebookLoginRefresher(db, graph, key=KEY)
-            worker = Worker(
+            worker = Worker(  # the worker as `instagram-dm worker` builds it: both kinds
                 db,
-                refresher,
-                key=KEY,
+                [RefreshKind(refresher, key=KEY), UnsubscribeKind(db, graph, key=KEY)],
                 options=WorkerOptions(concurrency=concurrency, exit_when_idle=True, poll_interval=1.0),
             )
             started = time.perf_counter()
@@ -150,8 +155,8 @@ async def p1(pg: asyncpg.Connection, n: int, latency_ms: float, concurrency: int
 # ---- P2 -----------------------------------------------------------------------------------------------
 
 
-async def noop(job: RefreshJob) -> Completed:
-    return Completed(job.id)
+async def noop(job: RefreshJob) -> Refreshed:
+    return Refreshed()
 
 
 async def p2_run(pg: asyncpg.Connection, jobs: int, concurrency: int, *, analyze: bool, loops: int) -> float:
@@ -177,8 +182,7 @@ async def p2_run(pg: asyncpg.Connection, jobs: int, concurrency: int, *, analyze
     workers = [
         Worker(
             db,
-            noop,
-            key=KEY,
+            [RefreshKind(noop, key=KEY)],
             options=WorkerOptions(
                 concurrency=concurrency,
                 exit_when_idle=True,
