@@ -16,6 +16,9 @@ from instagram_dm.db import rpc
 from instagram_dm.settings import Settings
 
 PREVIOUS_KEY_VAR = "INSTAGRAM_TOKEN_ENCRYPTION_KEY_PREVIOUS"
+# Under running workers the last rows may be locked for a moment; how long to wait for them.
+LOCKED_RETRIES = 20
+LOCKED_WAIT_SECONDS = 0.5
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -37,18 +40,24 @@ def previous_key(settings: Settings) -> str:
 async def rotate(settings: Settings, old_key: str, batch_size: int) -> int:
     settings.require("crypto", "database")
     db = await open_database(settings, max_size=1)
-    total = 0
+    total, idle_rounds = 0, 0
     try:
         while True:
             result = await rpc.rotate_key_batch(
                 db, old_key=old_key, new_key=settings.token_encryption_key.reveal(), batch=batch_size
             )
             total += result.rotated
+            idle_rounds = 0 if result.rotated else idle_rounds + 1
             print(f"rotated {total}, remaining {result.remaining}", flush=True)
-            if result.remaining == 0 or result.rotated == 0:
-                if result.foreign:
-                    print(f"note: {result.foreign} rows use a third key and were left alone")
-                return 0 if result.remaining == 0 else 1
+            if result.remaining and idle_rounds <= LOCKED_RETRIES:
+                if not result.rotated:
+                    # The rows left are locked for the moment (a refresh or disconnect under way, the
+                    # batch skips locked rows): wait for them instead of giving up.
+                    await asyncio.sleep(LOCKED_WAIT_SECONDS)
+                continue
+            if result.foreign:
+                print(f"note: {result.foreign} rows use a third key and were left alone")
+            return 0 if result.remaining == 0 else 1
     finally:
         await db.close()
 

@@ -17,14 +17,17 @@ and one state vocabulary: available -> running -> completed | retryable | discar
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, Literal, Protocol, TypeVar
 
+from instagram_dm import errors
 from instagram_dm.db.port import Database
 
 JobId = int | str
-Action = Literal["retry", "discard", "error", "reauth"]
+# retry: again at run_at; discard: give up; error / reauth: give up and mark the integration so;
+# poison: give up on a token no key opens, keep the integration's status, record the reason
+Action = Literal["retry", "discard", "error", "reauth", "poison"]
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,7 @@ class Done:
     """A job that ran to the end; `result` is the object its kind's complete RPC takes (without job_id)."""
 
     job: Job
-    result: Mapping[str, Any]
+    result: Mapping[str, Any] = field(repr=False)  # may hold tokens
 
     def as_result(self) -> dict[str, Any]:
         return {"job_id": self.job.id, **self.result}
@@ -63,7 +66,6 @@ class Failed:
 
 Outcome = Done | Failed
 J = TypeVar("J", bound=Job)
-J_contra = TypeVar("J_contra", bound=Job, contravariant=True)
 
 
 @dataclass(frozen=True)
@@ -112,7 +114,11 @@ class Queue:
             self._rpcs.claim,
             {"p_worker": self._worker_id, "p_limit": limit, "p_lease_seconds": lease_seconds},
         )
-        return list(rows or [])
+        if not isinstance(rows, list):
+            raise errors.DatabaseError(
+                f"{self._rpcs.claim} did not return an array.", code="unexpected_result"
+            )
+        return rows
 
     async def complete(self, done: Sequence[Done], extra: Mapping[str, Any]) -> tuple[int, int]:
         """Finish `done` in one call; return (completed, stale)."""
@@ -120,6 +126,10 @@ class Queue:
             self._rpcs.complete,
             {"p_worker": self._worker_id, "p_results": [d.as_result() for d in done], **extra},
         )
+        if not isinstance(result, Mapping):
+            raise errors.DatabaseError(
+                f"{self._rpcs.complete} did not return an object.", code="unexpected_result"
+            )
         return int(result.get("completed", 0)), int(result.get("stale", 0))
 
     async def fail(self, failure: Failed) -> None:

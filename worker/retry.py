@@ -2,7 +2,10 @@
 message text), then each kind's :class:`RetryRules` say what that class means for it::
 
     token invalid (190, 102), permission (10, 200-299)  -> rules.on_auth (refresh: reauth)
-    unreadable token (another key, damaged ciphertext)  -> rules.on_poison, at once: no retry can fix it
+    damaged ciphertext (token_corrupt)                  -> rules.on_poison, at once: no retry can fix it
+    another key's fingerprint (encryption_key_mismatch) -> rules.on_poison, or retried with backoff where
+                                                           rules.retry_foreign_key (a rolling restart
+                                                           with new keys may be under way)
     rate limited (4, 17, 32, 341, 613, 80006, 429)      -> retry no sooner than Meta's regain-access time
     transient (1, 2, 5xx, timeouts, DB hiccups)         -> retry with backoff, then discard (an outage is
                                                            never a reason to ask for reauth)
@@ -36,7 +39,7 @@ DEFAULT_RATE_LIMIT_WAIT = 15 * 60.0  # Meta gave no regain-access time
 class ErrorInfo:
     """A failure reduced to the fields a decision and the job row need."""
 
-    kind: str  # token_invalid | permission | poison | rate_limited | transient | unknown
+    kind: str  # token_invalid | permission | poison | foreign_key | rate_limited | transient | unknown
     code: str
     message: str
     retry_after: float | None = None
@@ -54,8 +57,10 @@ def describe(exc: BaseException) -> ErrorInfo:
         return ErrorInfo("token_invalid", code, message)
     if isinstance(exc, MetaPermissionError):
         return ErrorInfo("permission", code, message)
-    if isinstance(exc, errors.EncryptionKeyMismatchError | errors.TokenCorruptError):
+    if isinstance(exc, errors.TokenCorruptError):
         return ErrorInfo("poison", code, message)
+    if isinstance(exc, errors.EncryptionKeyMismatchError):
+        return ErrorInfo("foreign_key", code, message)
     if isinstance(exc, MetaRateLimitedError):
         return ErrorInfo("rate_limited", code, message, exc.retry_after)
     if isinstance(exc, MetaTransientError | errors.DatabaseUnavailableError | TimeoutError):
@@ -74,6 +79,7 @@ class RetryRules:
     backoff: Backoff = field(default_factory=Backoff)
     on_auth: Action = "discard"
     on_poison: Action = "discard"
+    retry_foreign_key: bool = False
     on_exhausted: Action = "discard"
     # Retries are squeezed to land before this time minus `margin` (a token's expiry), if any.
     deadline: Callable[[Job], datetime | None] = _no_deadline
@@ -92,7 +98,7 @@ def decide(
     info = exc if isinstance(exc, ErrorInfo) else describe(exc)
     if info.kind in {"token_invalid", "permission"}:
         return Failed(job.id, rules.on_auth, None, info.code, info.message)
-    if info.kind == "poison":
+    if info.kind == "poison" or (info.kind == "foreign_key" and not rules.retry_foreign_key):
         return Failed(job.id, rules.on_poison, None, info.code, info.message)
     run_at = rules.backoff.next_run_at(
         attempt=job.attempt,
@@ -110,6 +116,6 @@ def decide(
         return Failed(job.id, "retry", max(run_at or earliest, earliest), info.code, info.message)
     if run_at is not None:
         return Failed(job.id, "retry", run_at, info.code, info.message)
-    if info.kind == "transient":
+    if info.kind in {"transient", "foreign_key"}:
         return Failed(job.id, "discard", None, info.code, info.message)
     return Failed(job.id, rules.on_exhausted, None, info.code, info.message)

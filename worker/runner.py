@@ -27,7 +27,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from instagram_dm import errors
@@ -36,8 +36,14 @@ from worker.queue import Done, Failed, Job, JobId, JobKind, Outcome, Queue
 
 log = logging.getLogger(__name__)
 
-# Errors that no retry can fix: the worker stops (exit 1) and hands its jobs back untouched.
-FATAL_ERRORS: tuple[type[errors.InstagramDMError], ...] = (errors.RPCNotFoundError, errors.ConfigError)
+# Errors from the database that no job can survive (a missing function, a missing grant, a refused service
+# key, a broken configuration): the worker stops (exit 1) and hands its jobs back untouched.
+FATAL_ERRORS: tuple[type[errors.InstagramDMError], ...] = (
+    errors.RPCNotFoundError,
+    errors.ConfigError,
+    errors.ForbiddenError,
+    errors.AuthError,
+)
 
 
 def default_worker_id() -> str:
@@ -66,6 +72,9 @@ class WorkerOptions:
             raise errors.ConfigError("worker concurrency must be between 1 and 1000")
         if self.poll_interval <= 0 or self.lease_seconds < 1 or self.grace_period < 0:
             raise errors.ConfigError("poll interval and lease must be positive, grace period not negative")
+        if self.effective_job_timeout >= self.lease_seconds:
+            # A job outliving its lease could be claimed and run by a second worker meanwhile.
+            raise errors.ConfigError("the job timeout must be shorter than the lease")
 
     @property
     def effective_job_timeout(self) -> float:
@@ -108,6 +117,9 @@ class Worker:
         self.options = options or WorkerOptions()
         self._clock = clock
         self._lanes = [_Lane(kind, db, self.options) for kind in kinds]
+        channels = [k.channel for k in kinds]
+        if len(set(channels)) != len(channels):
+            raise errors.ConfigError(f"job kinds must have distinct NOTIFY channels: {channels}")
         self._by_channel = {lane.kind.channel: lane for lane in self._lanes}
         self._turn = itertools.cycle(range(len(self._lanes)))
         self._stop = asyncio.Event()
@@ -171,7 +183,8 @@ class Worker:
         finally:
             if listener is not None:
                 listener.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
+                # Whatever became of the LISTEN task, it must not keep the jobs from being handed back.
+                with contextlib.suppress(asyncio.CancelledError, Exception):
                     await listener
             await self._shutdown()
         log.info("worker.stopped", extra=self._extra(exit_code=self._exit_code, **self.stats))
@@ -220,10 +233,19 @@ class Worker:
         except FATAL_ERRORS as exc:
             self._fatal(exc)
             return []
-        except errors.DatabaseError as exc:
+        except errors.InstagramDMError as exc:
             log.warning("worker.claim_failed", extra=self._extra(kind=lane.kind.name, error_code=exc.code))
             return []
-        jobs = [lane.kind.parse(row) for row in rows]
+        jobs: list[Job] = []
+        for row in rows:
+            try:
+                jobs.append(lane.kind.parse(row))
+            except Exception as exc:  # a row this worker cannot read must not take the batch with it
+                job_id = row.get("id") if isinstance(row, dict) else None
+                log.error("job.unparseable", extra=self._extra(kind=lane.kind.name, job_id=job_id))
+                if job_id is not None:
+                    message = f"The worker could not read the claimed job ({type(exc).__name__})."
+                    lane.outcomes.append(Failed(job_id, "discard", None, "unparseable_job", message))
         if jobs:
             self.stats["claimed"] += len(jobs)
             log.debug("job.claimed", extra=self._extra(kind=lane.kind.name, count=len(jobs)))
@@ -249,7 +271,7 @@ class Worker:
             lane.to_release.append(job.id)
             self._fatal(exc)
         except Exception as exc:
-            failed = kind.decide(exc, job, now=self._clock())
+            failed = self._decide(lane, exc, job)
             log.warning(
                 "job.failed",
                 extra={
@@ -264,9 +286,26 @@ class Worker:
             )
             lane.outcomes.append(failed)
         else:
-            elapsed = round((time.monotonic() - started) * 1000, 1)
-            log.debug("job.completed", extra={**job.log_extra(), "kind": kind.name, "elapsed_ms": elapsed})
             lane.outcomes.append(Done(job, result))
+            if log.isEnabledFor(logging.DEBUG):  # the hot path: build no log record nobody reads
+                elapsed = round((time.monotonic() - started) * 1000, 1)
+                log.debug(
+                    "job.completed", extra={**job.log_extra(), "kind": kind.name, "elapsed_ms": elapsed}
+                )
+
+    def _decide(self, lane: _Lane, exc: BaseException, job: Job) -> Failed:
+        """The kind's decision; should deciding itself fail, a plain retry (attempts still count)."""
+        try:
+            return lane.kind.decide(exc, job, now=self._clock())
+        except Exception as bug:
+            log.error(
+                "job.decide_failed",
+                extra={**job.log_extra(), "kind": lane.kind.name, "error": type(bug).__name__},
+            )
+            run_at = self._clock() + timedelta(seconds=self.options.lease_seconds)
+            return Failed(
+                job.id, "retry", run_at, getattr(exc, "code", type(exc).__name__), type(exc).__name__
+            )
 
     async def _flush(self) -> None:
         for lane in self._lanes:
@@ -282,13 +321,28 @@ class Worker:
         kind = lane.kind.name
         if done:
             await self._complete(lane, done, failed)
+        outage = False
         for failure in failed:
             try:
                 await lane.queue.fail(failure)
                 self.stats["failed"] += 1
-            except errors.DatabaseError as exc:
+            except FATAL_ERRORS as exc:
+                lane.to_release.append(failure.job_id)
+                self._fatal(exc)
+            except errors.DatabaseUnavailableError as exc:
+                # Kept for the next pass, like completions; the lease outlives a short hiccup.
+                log.warning(
+                    "worker.fail_failed",
+                    extra=self._extra(kind=kind, job_id=failure.job_id, error_code=exc.code),
+                )
+                lane.outcomes.append(failure)
+                outage = True
+            except errors.InstagramDMError as exc:
+                # Not recordable: the lease expires and the job runs again (its attempt is already counted).
                 extra = self._extra(kind=kind, job_id=failure.job_id, error_code=exc.code)
                 log.warning("worker.fail_failed", extra=extra)
+        if outage:
+            await asyncio.sleep(min(1.0, self.options.poll_interval))
 
     async def _complete(self, lane: _Lane, done: list[Done], failed: list[Failed]) -> None:
         """Finish `done` in one call. If the database refuses the batch for a reason other than an
@@ -308,17 +362,26 @@ class Worker:
             lane.outcomes.extend(done)
             await asyncio.sleep(min(1.0, self.options.poll_interval))
             return
-        except errors.DatabaseError as exc:
+        except Exception as exc:
             if len(done) == 1:
-                failed.append(lane.kind.decide(exc, done[0].job, now=self._clock()))
+                log.warning("worker.complete_refused", extra={**done[0].job.log_extra(), "kind": kind})
+                failed.append(self._decide(lane, exc, done[0].job))
                 return
-            for one in done:
-                await self._complete(lane, [one], failed)
+            await self._complete_one_by_one(lane, done, failed)
             return
         self.stats["completed"] += completed
         if stale:
             self.stats["stale"] += stale
             log.warning("job.lease_lost", extra=self._extra(kind=kind, count=stale))
+
+    async def _complete_one_by_one(self, lane: _Lane, done: list[Done], failed: list[Failed]) -> None:
+        for index, one in enumerate(done):
+            before = len(lane.outcomes)
+            await self._complete(lane, [one], failed)
+            if len(lane.outcomes) > before or (self._stop.is_set() and self._force.is_set()):
+                # The database went away (or we must stop now): the rest wait for the next pass.
+                lane.outcomes.extend(done[index + 1 :])
+                return
 
     def _idle(self) -> bool:
         return all(lane.drained and not lane.tasks and not lane.outcomes for lane in self._lanes)
@@ -331,7 +394,10 @@ class Worker:
         while not self._stop.is_set():
             try:
                 notifications = await self._db.listen(channels)
-            except (errors.DatabaseError, NotImplementedError) as exc:
+            except NotImplementedError:
+                log.warning("worker.listen_unsupported", extra=self._extra())
+                return
+            except Exception as exc:  # whatever it was, polling goes on and LISTEN is tried again
                 log.warning("worker.listen_failed", extra=self._extra(error=type(exc).__name__))
                 await asyncio.sleep(self.options.poll_interval)
                 continue
@@ -341,11 +407,12 @@ class Worker:
                     if lane is not None:
                         lane.want_claim = True
                         self._wake.set()
-            except errors.DatabaseError:
-                log.warning("worker.listen_lost", extra=self._extra())
+            except Exception as exc:
+                log.warning("worker.listen_lost", extra=self._extra(error=type(exc).__name__))
                 await asyncio.sleep(min(1.0, self.options.poll_interval))
             finally:
-                await notifications.close()
+                with contextlib.suppress(Exception):
+                    await notifications.close()
 
     # ---- shutdown ----------------------------------------------------------------------------------
 
@@ -367,7 +434,10 @@ class Worker:
             for task in everything:
                 task.cancel()
             await asyncio.gather(*everything, return_exceptions=True)
-        await self._flush()
+        try:
+            await self._flush()
+        except Exception as exc:  # the release below must happen whatever the flush met
+            log.error("worker.flush_failed", extra=self._extra(error=type(exc).__name__))
         for lane in self._lanes:
             await self._release(lane)
 
@@ -377,7 +447,7 @@ class Worker:
         ids, lane.to_release = lane.to_release, []
         try:
             released = await lane.queue.release(ids)
-        except errors.DatabaseError as exc:
+        except errors.InstagramDMError as exc:
             log.warning("worker.release_failed", extra=self._extra(kind=lane.kind.name, error_code=exc.code))
             return
         self.stats["released"] += released

@@ -82,7 +82,9 @@ def translate_error(sqlstate: str | None, message: str, detail: str | None = Non
     if cls is None:
         cls = (
             errors.DatabaseUnavailableError
-            if sqlstate.startswith(("08", "53", "57P"))
+            # connection, resources, shutdown; and the transient ones a retry can clear: serialization
+            # failure, deadlock, lock not available, statement timeout
+            if sqlstate.startswith(("08", "53", "57P")) or sqlstate in {"40001", "40P01", "55P03", "57014"}
             else errors.DatabaseError
         )
     if is_code:

@@ -75,6 +75,7 @@ __all__ = [
     "StateCreated",
     "StateStatus",
     "StoredIntegration",
+    "UnsubscribeToken",
     "disconnect",
     "health",
     "integration_status",
@@ -337,6 +338,7 @@ class IntegrationTokens:
     token_expires_at: datetime | None
     data_access_expires_at: datetime | None
     token_version: str | None
+    token_digest: str | None
     user_token: str | None = field(repr=False)
     page_token: str | None = field(repr=False)
 
@@ -351,6 +353,7 @@ class IntegrationTokens:
             token_expires_at=_opt_datetime(data, "token_expires_at"),
             data_access_expires_at=_opt_datetime(data, "data_access_expires_at"),
             token_version=_opt_str(data, "token_version"),
+            token_digest=_opt_str(data, "token_digest"),
             user_token=_opt_str(data, "user_token"),
             page_token=_opt_str(data, "page_token"),
         )
@@ -389,18 +392,28 @@ async def key_check(db: Database, *, key: str, previous_key: str | None = None) 
     return KeyCheck.from_json(_object(result, "instagram_key_check_v1"))
 
 
+@dataclass(frozen=True)
+class UnsubscribeToken:
+    """What an unsubscribe needs right before calling Meta."""
+
+    still_in_use: bool
+    page_token: str | None = field(repr=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> UnsubscribeToken:
+        return cls(still_in_use=_bool(data, "still_in_use"), page_token=_opt_str(data, "page_token"))
+
+
 async def unsubscribe_token(
     db: Database, *, job_id: str, worker: str, key: str, previous_key: str | None = None
-) -> str | None:
-    """``instagram_unsubscribe_token_v1``: the Page token of an unsubscription `worker` holds (None when
-    none was stored); NotFoundError ``job_not_held`` otherwise."""
-    token = await db.rpc(
+) -> UnsubscribeToken:
+    """``instagram_unsubscribe_token_v1``: whether a connected integration uses the Page now, else the Page
+    token of the unsubscription `worker` holds; NotFoundError ``job_not_held`` when it holds none."""
+    result = await db.rpc(
         "instagram_unsubscribe_token_v1",
         {"p_job_id": job_id, "p_worker": worker, "p_key": key, "p_previous_key": previous_key},
     )
-    if token is not None and not isinstance(token, str):
-        raise _unexpected("instagram_unsubscribe_token_v1: not text")
-    return token
+    return UnsubscribeToken.from_json(_object(result, "instagram_unsubscribe_token_v1"))
 
 
 async def refresh_enqueue(db: Database, *, window_seconds: int) -> int:

@@ -48,31 +48,29 @@ begin
     raise exception 'encryption_key_mismatch' using errcode = 'P0001',
       detail = 'The stored tokens were encrypted with a different INSTAGRAM_TOKEN_ENCRYPTION_KEY (neither the current nor the previous one).';
   end if;
-  begin
-    return extensions.pgp_sym_decrypt(p_ciphertext, v_key);
-  exception when external_routine_invocation_exception then  -- pgcrypto: "Wrong key or corrupt data"
-    raise exception 'token_corrupt' using errcode = 'P0001',
-      detail = 'A stored token cannot be decrypted: its ciphertext is damaged.';
-  end;
+  -- Damaged ciphertext under the right fingerprint: pgcrypto raises SQLSTATE 39000 ("Wrong key or corrupt
+  -- data"), which the clients map to token_corrupt. No exception block here: it would open a
+  -- subtransaction per call, and a batch complete decrypts twice per result.
+  return extensions.pgp_sym_decrypt(p_ciphertext, v_key);
 end
 $$;
 comment on function instagram_private.decrypt_token_any(bytea, text, text, text) is
   'Decrypts with whichever of the current and previous key the fingerprint names; encryption_key_mismatch '
-  'when neither, token_corrupt when the ciphertext is damaged.';
+  'when neither; damaged ciphertext raises pgcrypto''s 39000 (token_corrupt at the clients).';
 revoke all on function instagram_private.decrypt_token_any(bytea, text, text, text) from public, anon, authenticated;
 grant execute on function instagram_private.decrypt_token_any(bytea, text, text, text) to service_role;
 
-create or replace function instagram_private.token_version(p_token text)
+create or replace function instagram_private.token_digest(p_token text)
 returns text
 language sql immutable
 set search_path = ''
 as $$
   select encode(sha256(convert_to(p_token, 'UTF8')), 'hex')
 $$;
-comment on function instagram_private.token_version(text) is
+comment on function instagram_private.token_digest(text) is
   'Identifies a token without revealing it; unchanged by re-encryption, so a rotation is not taken for a reconnect.';
-revoke all on function instagram_private.token_version(text) from public, anon, authenticated;
-grant execute on function instagram_private.token_version(text) to service_role;
+revoke all on function instagram_private.token_digest(text) from public, anon, authenticated;
+grant execute on function instagram_private.token_digest(text) to service_role;
 
 drop function public.instagram_integration_tokens(uuid, text);
 create function public.instagram_integration_tokens(
@@ -102,8 +100,10 @@ begin
     'instagram_business_account_id', v_row.instagram_business_account_id,
     'token_expires_at', v_row.token_expires_at,
     'data_access_expires_at', v_row.data_access_expires_at,
-    -- Changes whenever new tokens are stored (reconnect, refresh), not on re-encryption.
-    'token_version', instagram_private.token_version(v_user),
+    -- Both change whenever new tokens are stored (reconnect, refresh); only the version changes when a
+    -- rotation re-encrypts the same token (complete compares the digest then).
+    'token_version', encode(sha256(v_row.user_access_token_encrypted), 'hex'),
+    'token_digest', instagram_private.token_digest(v_user),
     'user_token', v_user,
     'page_token', instagram_private.decrypt_token_any(
       v_row.page_access_token_encrypted, v_row.token_key_fingerprint, p_key, p_previous_key));
@@ -187,19 +187,29 @@ begin
     if not found or v_int.status <> 'connected' then
       continue;  -- disconnected while we refreshed: never resurrect its tokens
     end if;
-    if v_result ? 'token_version' and v_result ->> 'token_version' is distinct from instagram_private.token_version(
+    -- Same ciphertext as we read: nothing happened meanwhile (the cheap, usual case). Other ciphertext:
+    -- a reconnect stored new tokens (keep the newer grant), or a rotation re-encrypted the same token
+    -- (the digest of the plaintext says which; decrypting only then keeps the usual case cheap).
+    if v_result ? 'token_version'
+       and v_result ->> 'token_version' is distinct from encode(sha256(v_int.user_access_token_encrypted), 'hex')
+       and v_result ->> 'token_digest' is distinct from instagram_private.token_digest(
          instagram_private.decrypt_token_any(
            v_int.user_access_token_encrypted, v_int.token_key_fingerprint, p_key, p_previous_key)) then
-      continue;  -- reconnected (new tokens stored) while we refreshed the old ones: keep the newer grant
+      continue;
     end if;
-    -- Everything is written with the current key: a Page token kept as it was is re-encrypted too.
-    v_page_token := coalesce(nullif(v_result ->> 'page_token', ''), instagram_private.decrypt_token_any(
-      v_int.page_access_token_encrypted, v_int.token_key_fingerprint, p_key, p_previous_key));
+    -- Everything ends under the current key: a Page token kept as it was is re-encrypted only when it
+    -- is still under the previous one.
+    v_page_token := nullif(v_result ->> 'page_token', '');
+    if v_page_token is null and v_int.token_key_fingerprint is distinct from v_fingerprint then
+      v_page_token := instagram_private.decrypt_token_any(
+        v_int.page_access_token_encrypted, v_int.token_key_fingerprint, p_key, p_previous_key);
+    end if;
 
     v_warning := nullif(v_result ->> 'warning_code', '');
     update public.instagram_integrations set
       user_access_token_encrypted = instagram_private.encrypt_token(v_result ->> 'user_token', p_key),
-      page_access_token_encrypted = instagram_private.encrypt_token(v_page_token, p_key),
+      page_access_token_encrypted = coalesce(instagram_private.encrypt_token(v_page_token, p_key),
+                                             page_access_token_encrypted),
       token_key_fingerprint = v_fingerprint,
       token_expires_at = (v_result ->> 'token_expires_at')::timestamptz,
       data_access_expires_at = coalesce((v_result ->> 'data_access_expires_at')::timestamptz, data_access_expires_at),
@@ -228,6 +238,98 @@ comment on function public.instagram_refresh_complete_v2(text, jsonb, text, text
   'new expiries, failures reset and an early warning (with one notification) - one transaction.';
 revoke execute on function public.instagram_refresh_complete_v2(text, jsonb, text, text) from public, anon, authenticated;
 grant execute on function public.instagram_refresh_complete_v2(text, jsonb, text, text) to service_role;
+
+/** --- Section: refresh — fail, with the action for a token no key opens --- */
+
+-- `poison`: the stored token cannot be read (another key's fingerprint, damaged ciphertext). No retry of
+-- this job can fix it, but an operator can (the right key, a finished rollout) and an admin can
+-- (reconnect): the job is discarded, the integration keeps its status with the reason as its last error,
+-- the IMO is told once per reason, and tomorrow's sweep tries again.
+create or replace function public.instagram_refresh_fail_v1(
+  p_job_id bigint,
+  p_worker text,
+  p_action text,
+  p_run_at timestamptz default null,
+  p_error_code text default null,
+  p_error_message text default null
+)
+returns jsonb
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  v_job public.instagram_refresh_jobs;
+  v_int public.instagram_integrations;
+  v_action text := p_action;
+begin
+  if p_action not in ('retry', 'discard', 'error', 'reauth', 'poison') then
+    raise exception 'invalid_action' using errcode = '22023',
+      detail = 'Action must be retry, discard, error, reauth or poison.';
+  end if;
+  select * into v_job from public.instagram_refresh_jobs
+  where id = p_job_id and state = 'running' and lease_owner = p_worker
+  for update;
+  if not found then
+    return jsonb_build_object('state', null, 'stale', true);
+  end if;
+  if v_action = 'retry' and (v_job.attempt >= v_job.max_attempts or p_run_at is null) then
+    v_action := 'discard';
+  end if;
+
+  update public.instagram_refresh_jobs set
+    state = case when v_action = 'retry' then 'retryable' else 'discarded' end,
+    run_at = case when v_action = 'retry' then p_run_at else run_at end,
+    finalized_at = case when v_action = 'retry' then null else now() end,
+    lease_owner = null,
+    lease_expires_at = null,
+    last_error_code = p_error_code,
+    last_error_message = left(p_error_message, 500)
+  where id = p_job_id;
+
+  select * into v_int from public.instagram_integrations where id = v_job.integration_id for update;
+  if found and v_int.status = 'connected' then
+    update public.instagram_integrations set
+      status = case v_action when 'reauth' then 'reauth_required'::public.instagram_connection_status
+                             when 'error' then 'error'::public.instagram_connection_status
+                             else status end,
+      last_error_code = p_error_code,
+      last_error_message = left(p_error_message, 500),
+      last_error_at = now(),
+      failure_count = failure_count + 1
+    where id = v_int.id;
+    if v_action = 'reauth' then
+      perform instagram_private.refresh_notify(v_int.imo_id, 'instagram_reauth_required',
+        'Reconnect Instagram',
+        'Meta no longer accepts the Instagram connection' ||
+          coalesce(' for @' || v_int.instagram_username, '') || '. An admin needs to reconnect it.',
+        jsonb_build_object('integration_id', v_int.id, 'code', p_error_code,
+          'instagram_username', v_int.instagram_username));
+    elsif v_action = 'error' then
+      perform instagram_private.refresh_notify(v_int.imo_id, 'instagram_refresh_failed',
+        'Instagram connection needs attention',
+        'Refreshing the Instagram connection' || coalesce(' for @' || v_int.instagram_username, '') ||
+          ' keeps failing. Try reconnecting it.',
+        jsonb_build_object('integration_id', v_int.id, 'code', p_error_code,
+          'instagram_username', v_int.instagram_username));
+    elsif v_action = 'poison' and v_int.last_error_code is distinct from p_error_code then
+      perform instagram_private.refresh_notify(v_int.imo_id, 'instagram_token_unreadable',
+        'Instagram connection cannot be refreshed',
+        'The stored Instagram tokens' || coalesce(' for @' || v_int.instagram_username, '') ||
+          ' cannot be read with the configured encryption key. Ask your administrator to check the key, '
+          'or reconnect the account.',
+        jsonb_build_object('integration_id', v_int.id, 'code', p_error_code,
+          'instagram_username', v_int.instagram_username));
+    end if;
+  end if;
+  return jsonb_build_object('state', case when v_action = 'retry' then 'retryable' else 'discarded' end,
+    'action', v_action, 'stale', false);
+end
+$$;
+comment on function public.instagram_refresh_fail_v1(bigint, text, text, timestamptz, text, text) is
+  'Records a failed attempt of p_worker''s job: retry at p_run_at (discard when attempts are used up), discard, '
+  'discard and mark the integration error / reauth_required (with a notification), or poison: discard, keep '
+  'the status, record the reason and tell the IMO once.';
 
 /** --- Section: unsubscribe — the same states and columns as every queue --- */
 
@@ -343,7 +445,7 @@ grant execute on function public.instagram_unsubscribe_claim_v1(text, integer, i
 create or replace function public.instagram_unsubscribe_token_v1(
   p_job_id uuid, p_worker text, p_key text, p_previous_key text default null
 )
-returns text
+returns jsonb
 language plpgsql
 stable
 security definer
@@ -357,12 +459,18 @@ begin
   if not found then
     raise exception 'job_not_held' using errcode = 'P0002', detail = 'This worker does not hold that job.';
   end if;
-  return instagram_private.decrypt_token_any(
-    v_row.page_access_token_encrypted, v_row.token_key_fingerprint, p_key, p_previous_key);
+  -- Checked again right before the Meta call: a reconnect of the same Page since the claim keeps it.
+  if exists (select 1 from public.instagram_integrations i
+             where i.facebook_page_id = v_row.facebook_page_id and i.status = 'connected') then
+    return jsonb_build_object('still_in_use', true, 'page_token', null);
+  end if;
+  return jsonb_build_object('still_in_use', false, 'page_token', instagram_private.decrypt_token_any(
+    v_row.page_access_token_encrypted, v_row.token_key_fingerprint, p_key, p_previous_key));
 end
 $$;
 comment on function public.instagram_unsubscribe_token_v1(uuid, text, text, text) is
-  'The decrypted Page token of an unsubscription p_worker holds (null when none was stored).';
+  'For an unsubscription p_worker holds: whether a connected integration uses the Page now, else its '
+  'decrypted Page token (null when none was stored).';
 revoke execute on function public.instagram_unsubscribe_token_v1(uuid, text, text, text) from public, anon, authenticated;
 grant execute on function public.instagram_unsubscribe_token_v1(uuid, text, text, text) to service_role;
 
@@ -411,9 +519,9 @@ declare
   v_row public.instagram_page_unsubscriptions;
   v_retry boolean;
 begin
-  if p_action not in ('retry', 'discard', 'error', 'reauth') then
+  if p_action not in ('retry', 'discard', 'error', 'reauth', 'poison') then
     raise exception 'invalid_action' using errcode = '22023',
-      detail = 'Action must be retry, discard, error or reauth.';
+      detail = 'Action must be retry, discard, error, reauth or poison.';
   end if;
   select * into v_row from public.instagram_page_unsubscriptions
   where id = p_job_id and state = 'running' and lease_owner = p_worker
@@ -421,7 +529,7 @@ begin
   if not found then
     return jsonb_build_object('state', null, 'stale', true);
   end if;
-  -- There is no integration to mark: error and reauth end the job like discard.
+  -- There is no integration to mark: error, reauth and poison end the job like discard.
   v_retry := p_action = 'retry' and p_run_at is not null and v_row.attempt < v_row.max_attempts;
   update public.instagram_page_unsubscriptions set
     state = case when v_retry then 'retryable' else 'discarded' end,

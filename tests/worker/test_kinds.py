@@ -54,8 +54,9 @@ def unsubscriptions_finished(pg: asyncpg.Connection, n: int) -> Any:
 async def test_foreign_key_and_corrupt_rows_fail_alone_and_the_worker_goes_on(
     pg: asyncpg.Connection, db: AsyncpgDatabase, graph: GraphClient, sandbox: Any
 ) -> None:
-    """Of 100 due jobs, two rows under another key and one damaged row fail on their own (integration
-    error + notification); the other 97 are refreshed by a worker that keeps running (exit 0)."""
+    """Of 100 due jobs, two rows under another key and one damaged row fail on their own (the integration
+    keeps its status with the reason as last error, one notification each); the other 97 are refreshed by a
+    worker that keeps running (exit 0)."""
     conns = await create_integrations(pg, sandbox, 97)
     foreign = await create_integrations(pg, sandbox, 2, key=FOREIGN)
     [corrupt] = await create_integrations(pg, sandbox, 1)
@@ -69,14 +70,17 @@ async def test_foreign_key_and_corrupt_rows_fail_alone_and_the_worker_goes_on(
     assert await job_states(pg) == {"completed": 97, "discarded": 3}
     assert set(sandbox.state()["exchanges"]) == {c.user_id for c in conns}
     bad = await pg.fetch(
-        "select id::text, status::text, last_error_code from public.instagram_integrations where status <> 'connected'"
+        "select id::text, status::text, last_error_code from public.instagram_integrations"
+        " where last_error_code is not null"
     )
     assert {(r["id"], r["status"], r["last_error_code"]) for r in bad} == {
-        *((c.id, "error", "encryption_key_mismatch") for c in foreign),
-        (corrupt.id, "error", "token_corrupt"),
+        *((c.id, "connected", "encryption_key_mismatch") for c in foreign),
+        (corrupt.id, "connected", "token_corrupt"),
     }
     notified = await pg.fetch("select data ->> 'integration_id' as id, kind from public.notifications")
     assert sorted(r["id"] for r in notified) == sorted([*(c.id for c in foreign), corrupt.id])
+    assert {r["kind"] for r in notified} == {"instagram_token_unreadable"}
+    assert await enqueue(db) == 3  # tomorrow's sweep takes them again: the key may be fixed by then
 
 
 async def test_unsubscribe_is_woken_by_notify_long_before_the_poll(
@@ -120,13 +124,14 @@ async def test_unsubscribe_outage_retries_then_succeeds(
     assert conn.page_id not in sandbox.state()["subscriptions"]
 
 
-async def test_unsubscribe_of_an_unreadable_token_is_discarded_without_calling_meta(
+async def test_unsubscribe_under_another_key_retries_and_never_calls_meta(
     pg: asyncpg.Connection, db: AsyncpgDatabase, graph: GraphClient, sandbox: Any
 ) -> None:
-    """A queued Page token under a key the worker does not hold is discarded at once; Meta is not called."""
+    """A queued Page token under a key the worker does not hold is retried (a rolling key change may be
+    under way) until its attempts run out, then discarded; Meta is never called with it."""
     [conn] = await create_integrations(pg, sandbox, 1, key=FOREIGN, webhook_subscribed=True)
-    await create_integrations(pg, sandbox, 1)  # a row our key opens, so the worker has a reason to run
     await disconnect(pg, conn)
+    await pg.execute("update public.instagram_page_unsubscriptions set max_attempts = 3")
     before = sandbox.state()["calls"].get("DELETE /{id}/subscribed_apps", 0)
     await run_until([make_worker(db, graph)], unsubscriptions_finished(pg, 1))
     row = await pg.fetchrow(
@@ -134,10 +139,26 @@ async def test_unsubscribe_of_an_unreadable_token_is_discarded_without_calling_m
     )
     assert (row["state"], row["attempt"], row["last_error_code"]) == (
         "discarded",
-        1,
+        3,
         "encryption_key_mismatch",
     )
     assert sandbox.state()["calls"].get("DELETE /{id}/subscribed_apps", 0) == before
+
+
+async def test_unsubscribe_of_a_damaged_token_is_discarded_at_once(
+    pg: asyncpg.Connection, db: AsyncpgDatabase, graph: GraphClient, sandbox: Any
+) -> None:
+    """Damaged ciphertext under our key is discarded on its first attempt, without a Meta call."""
+    [conn] = await create_integrations(pg, sandbox, 1, webhook_subscribed=True)
+    await disconnect(pg, conn)
+    await pg.execute(
+        "update public.instagram_page_unsubscriptions set page_access_token_encrypted = '\\x0bad'::bytea"
+    )
+    await run_until([make_worker(db, graph)], unsubscriptions_finished(pg, 1))
+    row = await pg.fetchrow(
+        "select state, attempt, last_error_code from public.instagram_page_unsubscriptions"
+    )
+    assert (row["state"], row["attempt"], row["last_error_code"]) == ("discarded", 1, "token_corrupt")
 
 
 async def test_a_page_still_in_use_is_skipped(
@@ -166,7 +187,9 @@ async def test_shutdown_hands_unsubscriptions_back_too(
     await disconnect(pg, conn)
     worker = make_worker(db, graph, grace_period=0.1)
     task = asyncio.create_task(worker.run())
-    while await pg.fetchval("select state from public.instagram_page_unsubscriptions") != "running":
+    for _ in range(500):
+        if await pg.fetchval("select state from public.instagram_page_unsubscriptions") == "running":
+            break
         await asyncio.sleep(0.01)
     await asyncio.sleep(0.1)
     worker.request_stop()

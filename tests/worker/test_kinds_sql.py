@@ -70,6 +70,7 @@ async def test_complete_re_encrypts_a_not_yet_rotated_row_with_the_current_key(
         "user_token": "user-new",
         "token_expires_at": "2030-01-01T00:00:00+00:00",
         "token_version": before["token_version"],
+        "token_digest": before["token_digest"],
     }
     done = await db.rpc(
         "instagram_refresh_complete_v2",
@@ -95,6 +96,7 @@ async def test_a_rotation_between_read_and_complete_is_not_taken_for_a_reconnect
         "user_token": "user-new",
         "token_expires_at": "2030-01-01T00:00:00+00:00",
         "token_version": before["token_version"],
+        "token_digest": before["token_digest"],
     }
     await complete(db, "w1", [result])
     assert (await read_tokens(db, iid))["user_token"] == "user-new"
@@ -115,7 +117,6 @@ async def test_key_check_refuses_keys_that_open_no_stored_row(
     await integration(pg, key=THIRD)
     with pytest.raises(errors.EncryptionKeyMismatchError, match="None of the 1 stored token rows"):
         await check_keys(db, key=KEY, previous_key=None)
-    assert await pg.fetchval("select count(*) from public.instagram_refresh_jobs") == 0
 
 
 async def test_key_check_passes_on_an_empty_database(pg: asyncpg.Connection, db: AsyncpgDatabase) -> None:
@@ -179,7 +180,7 @@ async def test_claim_leases_and_carries_no_token(pg: asyncpg.Connection, db: Asy
         "instagram_unsubscribe_token_v1",
         {"p_job_id": uid, "p_worker": "w1", "p_key": KEY, "p_previous_key": None},
     )
-    assert token == "page-old"
+    assert token == {"still_in_use": False, "page_token": "page-old"}
     with pytest.raises(errors.NotFoundError):
         await db.rpc("instagram_unsubscribe_token_v1", {"p_job_id": uid, "p_worker": "w2", "p_key": KEY})
 
@@ -287,3 +288,40 @@ async def test_each_kind_names_queue_functions_of_the_common_shape(kind: Any, pg
         assert len(rows) == 1, name
         assert set(rows[0]["names"]) == arguments, name
         assert (rows[0]["app"], rows[0]["service"]) == (False, True), name
+
+
+async def test_token_call_says_still_in_use_when_the_page_was_reconnected_since_the_claim(
+    pg: asyncpg.Connection, db: AsyncpgDatabase
+) -> None:
+    """A Page connected again between claim and Meta call is reported in use, and no token is handed out."""
+    uid = await queue_unsubscription(pg)
+    await claim_unsubscriptions(db)
+    page = await pg.fetchval("select facebook_page_id from public.instagram_page_unsubscriptions")
+    other = await integration(pg)
+    await pg.execute(
+        "update public.instagram_integrations set facebook_page_id = $1 where id = $2", page, other
+    )
+    token = await db.rpc("instagram_unsubscribe_token_v1", {"p_job_id": uid, "p_worker": "w1", "p_key": KEY})
+    assert token == {"still_in_use": True, "page_token": None}
+
+
+async def test_refresh_poison_keeps_the_status_and_notifies_once_per_reason(
+    pg: asyncpg.Connection, db: AsyncpgDatabase
+) -> None:
+    """poison discards the job, leaves the integration connected with the reason, and tells the IMO once
+    however often the sweep meets the same unreadable row."""
+    iid = await integration(pg)
+    for _ in range(2):
+        await enqueue(db)
+        [job] = await claim(db)
+        result = await db.rpc(
+            "instagram_refresh_fail_v1",
+            {"p_job_id": job["id"], "p_worker": "w1", "p_action": "poison", "p_error_code": "token_corrupt"},
+        )
+        assert result["state"] == "discarded"
+    row = await pg.fetchrow(
+        "select status::text, last_error_code from public.instagram_integrations where id = $1", iid
+    )
+    assert (row["status"], row["last_error_code"]) == ("connected", "token_corrupt")
+    kinds = [r["kind"] for r in await pg.fetch("select kind from public.notifications")]
+    assert kinds == ["instagram_token_unreadable"]

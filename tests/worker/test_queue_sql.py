@@ -541,6 +541,7 @@ async def test_complete_keeps_tokens_a_reconnect_stored_meanwhile(
         "user_token": "user-refreshed-from-old",
         "token_expires_at": "2030-01-01T00:00:00+00:00",
         "token_version": before["token_version"],
+        "token_digest": before["token_digest"],
     }
     done = await db.rpc(
         "instagram_refresh_complete_v2", {"p_worker": "w1", "p_key": KEY, "p_results": [result]}

@@ -20,13 +20,13 @@ from instagram_dm.graph import (
 )
 from worker import health
 from worker.kinds.refresh import RefreshJob, refresh_rules
-from worker.kinds.unsubscribe import UnsubscribeJob
-from worker.retry import RetryRules, decide, describe
+from worker.kinds.unsubscribe import UnsubscribeJob, UnsubscribeKind
+from worker.retry import decide, describe
 
 NOW = datetime(2026, 11, 26, 3, 15, tzinfo=UTC)
 BACKOFF = Backoff(base=30, cap=3600, jitter=False)
 REFRESH = refresh_rules(BACKOFF)
-UNSUBSCRIBE = RetryRules(backoff=BACKOFF)
+UNSUBSCRIBE = UnsubscribeKind(None, None, key="k" * 32, backoff=BACKOFF).rules  # type: ignore[arg-type]
 
 
 def job(
@@ -108,14 +108,23 @@ def test_unknown_errors_retry_then_mark_the_integration_error() -> None:
 
 
 @pytest.mark.parametrize("exc", [errors.EncryptionKeyMismatchError(), errors.TokenCorruptError()])
-def test_an_unreadable_token_fails_its_refresh_at_once_with_the_integration_in_error(exc: Exception) -> None:
-    """Another key's fingerprint or damaged ciphertext: no retry, the integration shows error (and a notification)."""
-    assert fate(exc, attempt=1) == ("error", None)
+def test_an_unreadable_token_is_poison_for_its_refresh(exc: Exception) -> None:
+    """Another key's fingerprint or damaged ciphertext: no retry of this job; poison (status kept, reason shown)."""
+    assert fate(exc, attempt=1) == ("poison", None)
 
 
-def test_an_unreadable_token_discards_an_unsubscription_at_once() -> None:
-    """An unsubscription whose Page token no key opens is discarded on its first attempt."""
+def test_a_damaged_token_discards_an_unsubscription_at_once() -> None:
+    """An unsubscription whose Page token is damaged ciphertext is discarded on its first attempt."""
     assert unsubscribe_fate(errors.TokenCorruptError(), attempt=1) == ("discard", None)
+
+
+def test_another_keys_token_is_retried_by_an_unsubscription() -> None:
+    """Under another key (a rolling key change) an unsubscription retries with backoff, then discards."""
+    assert unsubscribe_fate(errors.EncryptionKeyMismatchError(), attempt=1) == (
+        "retry",
+        NOW + timedelta(seconds=30),
+    )
+    assert unsubscribe_fate(errors.EncryptionKeyMismatchError(), attempt=8) == ("discard", None)
 
 
 def test_unsubscribe_outage_retries_with_the_common_backoff_then_discards() -> None:

@@ -5,7 +5,7 @@ database refuses, an outage while completing)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -13,6 +13,7 @@ import pytest
 
 from instagram_dm import errors
 from instagram_dm.db.memory import Call, InMemoryDatabase
+from instagram_dm.db.port import Notifications
 from worker.queue import Failed, Job, QueueRPCs
 from worker.retry import RetryRules, decide
 from worker.runner import Worker, WorkerOptions
@@ -24,9 +25,22 @@ class MemoryQueue(InMemoryDatabase):
     """The four queue RPCs of kind `fake`, in memory (a stand-in for one queue table)."""
 
     def __init__(
-        self, available: list[int], *, refuse_batches_with: frozenset[int] = frozenset(), outages: int = 0
+        self,
+        available: list[int],
+        *,
+        refuse_batches_with: frozenset[int] = frozenset(),
+        outages: int = 0,
+        complete_raises: Exception | None = None,
+        fail_outages: int = 0,
+        bad_rows: frozenset[int] = frozenset(),
+        listen_raises: Exception | None = None,
     ):
         super().__init__()
+        self.complete_raises = complete_raises
+        self.fail_outages = fail_outages
+        self.bad_rows = bad_rows  # claimed rows missing a field the kind needs
+        self.listen_raises = listen_raises
+        self.supports_listen = listen_raises is not None
         self.available = available
         self.running: set[int] = set()
         self.completed: list[int] = []
@@ -39,10 +53,15 @@ class MemoryQueue(InMemoryDatabase):
         limit = call.args["p_limit"]
         taken, self.available = self.available[:limit], self.available[limit:]
         self.running.update(taken)
-        return [{"id": i, "attempt": 1, "max_attempts": 3} for i in taken]
+        return [
+            {"id": i, "attempt": 1} if i in self.bad_rows else {"id": i, "attempt": 1, "max_attempts": 3}
+            for i in taken
+        ]
 
     def instagram_fake_complete(self, call: Call) -> dict[str, int]:
         ids = [r["job_id"] for r in call.args["p_results"]]
+        if self.complete_raises is not None:
+            raise self.complete_raises
         if self.outages:
             self.outages -= 1
             raise errors.DatabaseUnavailableError()
@@ -53,6 +72,9 @@ class MemoryQueue(InMemoryDatabase):
         return {"completed": len(ids), "stale": 0}
 
     def instagram_fake_fail(self, call: Call) -> dict[str, bool]:
+        if self.fail_outages:
+            self.fail_outages -= 1
+            raise errors.DatabaseUnavailableError()
         self.failed.append((call.args["p_job_id"], call.args["p_action"]))
         self.running.discard(call.args["p_job_id"])
         return {"stale": False}
@@ -61,6 +83,10 @@ class MemoryQueue(InMemoryDatabase):
         self.released += call.args["p_job_ids"]
         self.running -= set(call.args["p_job_ids"])
         return len(call.args["p_job_ids"])
+
+    async def listen(self, channels: Sequence[str]) -> Notifications:
+        assert self.listen_raises is not None
+        raise self.listen_raises
 
 
 class FakeKind:
@@ -73,10 +99,16 @@ class FakeKind:
     )
 
     def __init__(
-        self, *, seconds: float = 0.0, fatal: frozenset[int] = frozenset(), share: float = 1.0
+        self,
+        *,
+        seconds: float = 0.0,
+        fatal: frozenset[int] = frozenset(),
+        failing: frozenset[int] = frozenset(),
+        share: float = 1.0,
     ) -> None:
         self.seconds = seconds
         self.fatal = fatal
+        self.failing = failing  # raise an ordinary (retryable) error
         self.share = share
 
     def complete_args(self) -> Mapping[str, Any]:
@@ -88,6 +120,8 @@ class FakeKind:
     async def run(self, job: Job, *, worker_id: str) -> Mapping[str, Any]:
         if job.id in self.fatal:
             raise errors.RPCNotFoundError()
+        if job.id in self.failing:
+            raise RuntimeError("boom")
         await asyncio.sleep(self.seconds)
         return {}
 
@@ -159,3 +193,68 @@ def test_a_share_outside_zero_to_one_is_refused() -> None:
     """A kind asking for no slots or more than all of them is a configuration error."""
     with pytest.raises(errors.ConfigError, match="share"):
         Worker(MemoryQueue(available=[]), [FakeKind(share=0)], options=OPTIONS)
+
+
+IDLE = WorkerOptions(**{**OPTIONS.__dict__, "exit_when_idle": True})
+
+
+async def test_a_dead_listen_task_still_lets_the_worker_hand_its_jobs_back() -> None:
+    """LISTEN failing with a raw OSError leaves the worker polling, and its stop still releases the
+    jobs in flight (the failure never escapes into the shutdown)."""
+    queue = MemoryQueue(available=[1, 2], listen_raises=OSError("connection reset"))
+    worker = Worker(
+        queue,
+        [FakeKind(seconds=30)],
+        options=WorkerOptions(**{**OPTIONS.__dict__, "listen": True, "grace_period": 0.1}),
+    )
+    task = asyncio.create_task(worker.run())
+    for _ in range(500):
+        if worker.in_flight == 2:
+            break
+        await asyncio.sleep(0.01)
+    worker.request_stop()
+    assert await asyncio.wait_for(task, 5) == 0
+    assert sorted(queue.released) == [1, 2]
+
+
+async def test_a_refused_grant_on_complete_stops_the_worker_and_releases_the_batch() -> None:
+    """complete answering 42501 (a grant is missing): exit 1, and the finished jobs are handed back, not lost."""
+    queue = MemoryQueue(available=[1, 2, 3], complete_raises=errors.ForbiddenError())
+    worker = Worker(queue, [FakeKind()], options=IDLE)
+    assert await asyncio.wait_for(worker.run(), 5) == 1
+    assert sorted(queue.released) == [1, 2, 3] and queue.completed == []
+
+
+async def test_a_claimed_row_the_kind_cannot_parse_fails_alone() -> None:
+    """A claimed row missing a field is discarded as unparseable_job; the rest of the batch runs."""
+    queue = MemoryQueue(available=[1, 2, 3], bad_rows=frozenset({2}))
+    worker = Worker(queue, [FakeKind()], options=IDLE)
+    assert await asyncio.wait_for(worker.run(), 5) == 0
+    assert sorted(queue.completed) == [1, 3]
+    assert queue.failed == [(2, "discard")]
+    assert [c.args["p_error_code"] for c in queue.calls_to("instagram_fake_fail")] == ["unparseable_job"]
+
+
+async def test_a_failure_met_by_an_outage_is_recorded_on_the_next_pass() -> None:
+    """fail answering 'database unavailable' twice: the failure is kept and written on the third try."""
+    queue = MemoryQueue(available=[1], fail_outages=2)
+    worker = Worker(queue, [FakeKind(failing=frozenset({1}))], options=IDLE)
+    assert await asyncio.wait_for(worker.run(), 10) == 0
+    assert queue.failed == [(1, "retry")]
+    assert len(queue.calls_to("instagram_fake_fail")) == 3
+
+
+def test_a_job_timeout_at_or_past_the_lease_is_refused() -> None:
+    """A job allowed to outlive its lease could run twice: refused."""
+    with pytest.raises(errors.ConfigError, match="shorter than the lease"):
+        WorkerOptions(lease_seconds=300, job_timeout=300)
+
+
+def test_two_kinds_on_one_channel_are_refused() -> None:
+    """Kinds sharing a NOTIFY channel would leave one deaf: refused."""
+
+    class Other(FakeKind):
+        name: ClassVar[str] = "other"
+
+    with pytest.raises(errors.ConfigError, match="channels"):
+        Worker(MemoryQueue(available=[]), [FakeKind(), Other()], options=OPTIONS)

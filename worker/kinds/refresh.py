@@ -75,7 +75,9 @@ class Refreshed:
     token_expires_at: datetime | None = None
     data_access_expires_at: datetime | None = None
     warning: health.HealthWarning | None = None
-    token_version: str | None = None  # of the tokens this refresh started from (see the complete RPC)
+    # of the tokens this refresh started from: their ciphertext and plaintext (see the complete RPC)
+    token_version: str | None = None
+    token_digest: str | None = None
 
     def as_result(self) -> dict[str, Any]:
         """The JSON object `instagram_refresh_complete_v2` takes for one job (the runner adds job_id)."""
@@ -92,6 +94,7 @@ class Refreshed:
             "warning_message": self.warning.message if self.warning else None,
             "warning_deadline": iso(self.warning.deadline) if self.warning else None,
             "token_version": self.token_version,
+            "token_digest": self.token_digest,
         }
 
 
@@ -100,12 +103,14 @@ def _deadline(job: Job) -> datetime | None:
 
 
 def refresh_rules(backoff: Backoff | None = None) -> RetryRules:
-    """Refresh failures: Meta refusing the token asks for reauth; an unreadable token or a failure that
-    outlasts every retry marks the integration `error`; retries land before the token expires."""
+    """Refresh failures: Meta refusing the token asks for reauth; a stored token no key opens is poison
+    (job discarded, integration keeps its status with the reason, the IMO is told, tomorrow's sweep tries
+    again); a failure that outlasts every retry marks the integration `error`; retries land before the
+    token expires."""
     return RetryRules(
         backoff=backoff or Backoff(),
         on_auth="reauth",
-        on_poison="error",
+        on_poison="poison",
         on_exhausted="error",
         deadline=_deadline,
         margin=EXPIRY_MARGIN_SECONDS,
@@ -181,6 +186,7 @@ class FacebookLoginRefresher:
             data_access_expires_at=info.data_access_expires_at,
             warning=warning,
             token_version=tokens.token_version,
+            token_digest=tokens.token_digest,
         )
 
 
@@ -221,6 +227,8 @@ class RefreshKind:
 
     async def run(self, job: RefreshJob, *, worker_id: str) -> Mapping[str, Any]:
         refreshed = await self._handler(job)
+        if not log.isEnabledFor(logging.INFO):
+            return refreshed.as_result()
         log.info(
             "refresh.completed",
             extra={

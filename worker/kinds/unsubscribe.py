@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 from instagram_dm.backoff import Backoff
+from instagram_dm.db import rpc
 from instagram_dm.db.port import Database
 from instagram_dm.graph import GraphClient, MetaPermissionError, MetaTokenInvalidError
 from worker.queue import Failed, Job, QueueRPCs
@@ -83,7 +84,9 @@ class UnsubscribeKind:
         self._graph = graph
         self._key = key
         self._previous_key = previous_key
-        self.rules = RetryRules(backoff=backoff or Backoff(base=60.0, cap=3600.0))
+        # A token under another key may become readable once a rolling restart with new keys is done:
+        # retried; damaged ciphertext cannot: discarded at once.
+        self.rules = RetryRules(backoff=backoff or Backoff(base=60.0, cap=3600.0), retry_foreign_key=True)
         self.share = share
         self._rng = rng
 
@@ -101,19 +104,15 @@ class UnsubscribeKind:
     async def _unsubscribe(self, job: UnsubscribeJob, worker_id: str) -> dict[str, Any]:
         if job.still_in_use:
             return _skipped("page_in_use", "Another connected integration still uses this Page.")
-        token = await self._db.rpc(
-            "instagram_unsubscribe_token_v1",
-            {
-                "p_job_id": job.id,
-                "p_worker": worker_id,
-                "p_key": self._key,
-                "p_previous_key": self._previous_key,
-            },
+        token = await rpc.unsubscribe_token(
+            self._db, job_id=str(job.id), worker=worker_id, key=self._key, previous_key=self._previous_key
         )
-        if not token:
+        if token.still_in_use:  # reconnected since the claim
+            return _skipped("page_in_use", "Another connected integration uses this Page again.")
+        if not token.page_token:
             return _skipped("no_token", "No Page token was stored.")
         try:
-            await self._graph.unsubscribe_page(job.facebook_page_id, str(token))
+            await self._graph.unsubscribe_page(job.facebook_page_id, token.page_token)
         except (MetaTokenInvalidError, MetaPermissionError) as exc:
             # The token no longer works: Meta has already dropped our access to the Page.
             return _skipped(exc.code, exc.message)
