@@ -19,9 +19,7 @@ from starlette.routing import Route
 from api.resources import resources
 from instagram_dm.auth import mint_user_token
 from instagram_dm.db.port import ActingUser
-
-DEMO_IMO = "00000000-0000-4000-8000-0000000000a1"
-DEMO_ADMIN = "00000000-0000-4000-8000-0000000000b1"
+from instagram_dm.demo import DEMO_ADMIN, DEMO_IMO
 
 _PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{title}</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem}}

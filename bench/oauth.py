@@ -30,9 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._servers import JWT_SECRET, percentile, servers
 from instagram_dm.auth import mint_user_token
+from instagram_dm.demo import DEMO_ADMIN, DEMO_IMO
 
-DEMO_IMO = "00000000-0000-4000-8000-0000000000a1"
-DEMO_ADMIN = "00000000-0000-4000-8000-0000000000b1"
 ALICE, BOB = "10000000000001", "10000000000002"
 ACCOUNTS = {ALICE: 1, BOB: 2}  # linked Instagram accounts per sandbox user
 ROUND_TRIPS = 4  # code -> short; -> long-lived; debug_token || /me/accounts; subscribed_apps (all Pages)

@@ -6,9 +6,9 @@ import argparse
 
 from instagram_dm import errors
 from instagram_dm.auth import mint_user_token
+from instagram_dm.demo import DEMO_ADMIN
 from instagram_dm.settings import Settings
 
-DEMO_ADMIN = "00000000-0000-4000-8000-0000000000b1"
 LOCAL_ISSUER = "http://127.0.0.1:54321/auth/v1"  # what the local Supabase stack puts in iss
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal, Protocol, TypeVar
 
 from instagram_dm import errors
@@ -150,6 +150,11 @@ class Queue:
             self._rpcs.release, {"p_worker": self._worker_id, "p_job_ids": list(job_ids)}
         )
         return int(released or 0)
+
+
+def utcnow() -> datetime:
+    """Now, aware (the default clock of the runner and the kinds; tests pass their own)."""
+    return datetime.now(UTC)
 
 
 def parse_when(value: object) -> datetime | None:

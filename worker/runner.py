@@ -27,12 +27,12 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from instagram_dm import errors
 from instagram_dm.db.port import Database
-from worker.queue import Done, Failed, Job, JobId, JobKind, Outcome, Queue
+from worker.queue import Done, Failed, Job, JobId, JobKind, Outcome, Queue, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +48,6 @@ FATAL_ERRORS: tuple[type[errors.InstagramDMError], ...] = (
 
 def default_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -106,7 +102,7 @@ class Worker:
         kinds: Sequence[JobKind[Any]],
         *,
         options: WorkerOptions | None = None,
-        clock: Callable[[], datetime] = _utcnow,
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         if not kinds:
             raise errors.ConfigError("a worker needs at least one job kind")

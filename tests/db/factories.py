@@ -17,7 +17,7 @@ from pathlib import Path
 
 import asyncpg
 
-# The seed's ids (supabase/seed.sql); defined once, in tests/fixtures/database.py, re-exported here.
+# The seed's ids (supabase/seed.sql); defined once, in instagram_dm/demo.py.
 from tests.fixtures.database import DEMO_ADMIN, DEMO_IMO, DEMO_MEMBER, STARTER_ADMIN, STARTER_IMO
 
 __all__ = [

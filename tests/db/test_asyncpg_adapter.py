@@ -13,7 +13,7 @@ import pytest
 
 from instagram_dm import errors
 from instagram_dm.db.asyncpg_adapter import AsyncpgDatabase
-from instagram_dm.db.port import ActingUser, Database, Notification
+from instagram_dm.db.port import ActingUser, Notification
 from tests.fixtures.database import (
     DEMO_ADMIN,
     DEMO_IMO,
@@ -362,12 +362,6 @@ async def test_role_governs_grants(database_url: str, whoami: str) -> None:
             assert "permission denied" not in info.value.message
     finally:
         await as_user.close()
-
-
-async def test_satisfies_the_port(db: AsyncpgDatabase) -> None:
-    """AsyncpgDatabase is a Database and supports LISTEN."""
-    database: Database = db
-    assert database.supports_listen is True
 
 
 # ---- as the user (what PostgREST does for the web app) ------------------------------------------

@@ -15,7 +15,7 @@ import pytest
 
 from instagram_dm import errors
 from instagram_dm.auth import mint_user_token
-from instagram_dm.db.port import ActingUser, Database, translate_error
+from instagram_dm.db.port import ActingUser, translate_error
 from instagram_dm.db.supabase_adapter import SupabaseDatabase
 
 SUPABASE_URL = "http://127.0.0.1:54321"
@@ -498,12 +498,6 @@ async def test_listen_not_supported(sdb: SupabaseDatabase) -> None:
     assert sdb.supports_listen is False
     with pytest.raises(NotImplementedError):
         await sdb.listen("instagram_refresh")
-
-
-async def test_satisfies_the_port(sdb: SupabaseDatabase) -> None:
-    """SupabaseDatabase is a Database (structurally, for mypy and for readers)."""
-    database: Database = sdb
-    assert database.supports_listen is False
 
 
 async def test_injected_client_stays_open(http: httpx.AsyncClient, postgrest: FakePostgREST) -> None:

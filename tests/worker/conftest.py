@@ -10,7 +10,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -153,10 +153,6 @@ def all_finished(pg: asyncpg.Connection, n: int) -> Callable[[], Awaitable[bool]
         return states.get("completed", 0) + states.get("discarded", 0) >= n
 
     return check
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def days(n: float) -> timedelta:

@@ -20,7 +20,7 @@ import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 from instagram_dm.backoff import Backoff
@@ -28,17 +28,13 @@ from instagram_dm.db import rpc
 from instagram_dm.db.port import Database
 from instagram_dm.graph import GraphClient, MetaTokenInvalidError
 from worker import health
-from worker.queue import Failed, Job, QueueRPCs, parse_when
+from worker.queue import Failed, Job, QueueRPCs, parse_when, utcnow
 from worker.retry import RetryRules, decide
 
 log = logging.getLogger(__name__)
 
 META_CALLS_PER_REFRESH = 3  # exchange, debug the user token, debug the Page token (4 when it is renewed)
 EXPIRY_MARGIN_SECONDS = 600.0  # the last retry must leave this much time before the token expires
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
