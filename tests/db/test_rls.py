@@ -7,7 +7,15 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from tests.db.factories import DEMO_ADMIN, DEMO_IMO, DEMO_MEMBER, STARTER_IMO, our_tables, tenant_rows
+from tests.db.factories import (
+    DEMO_ADMIN,
+    DEMO_IMO,
+    DEMO_MEMBER,
+    STARTER_ADMIN,
+    STARTER_IMO,
+    our_tables,
+    tenant_rows,
+)
 from tests.fixtures.database import acting_as
 
 APP_FACING_FUNCTIONS = {"instagram_integration_status", "instagram_disconnect"}
@@ -196,3 +204,14 @@ async def test_baseline_leaves_existing_crm_tables_alone(pg: asyncpg.Connection)
         )
     finally:
         await tr.rollback()
+
+
+async def test_plan_features_are_told_only_to_members(pg: asyncpg.Connection) -> None:
+    """imo_has_feature answers a signed-in member about their own IMO only; another IMO's plan stays hidden,
+    while service-side callers (no claims) still get the answer."""
+    ask = "select instagram_private.imo_has_feature($1, 'instagram_messaging')"
+    async with acting_as(pg, DEMO_MEMBER) as conn:
+        assert await conn.fetchval(ask, DEMO_IMO) is True
+    async with acting_as(pg, STARTER_ADMIN) as conn:
+        assert await conn.fetchval(ask, DEMO_IMO) is False  # Demo Agency has it; Starter's admin may not know
+    assert await pg.fetchval(ask, DEMO_IMO) is True
