@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import os
 import socket
@@ -91,6 +90,7 @@ class _Lane:
         self.to_release: list[JobId] = []
         self.want_claim = True
         self.drained = False  # the last claim found nothing
+        self.waiting_since: float | None = None  # wanted work, but every slot was taken (since when)
 
 
 class Worker:
@@ -117,7 +117,6 @@ class Worker:
         if len(set(channels)) != len(channels):
             raise errors.ConfigError(f"job kinds must have distinct NOTIFY channels: {channels}")
         self._by_channel = {lane.kind.channel: lane for lane in self._lanes}
-        self._turn = itertools.cycle(range(len(self._lanes)))
         self._stop = asyncio.Event()
         self._force = asyncio.Event()
         self._wake = asyncio.Event()
@@ -210,12 +209,24 @@ class Worker:
                 await asyncio.wait_for(self._wake.wait(), timeout=max(0.0, next_poll - time.monotonic()))
 
     async def _claim_round(self) -> None:
-        """Each lane that wants work claims its free slots; the lane that goes first takes turns."""
-        first = next(self._turn)
-        for lane in self._lanes[first:] + self._lanes[:first]:
-            free = min(lane.limit - len(lane.tasks), self.options.concurrency - self.in_flight)
-            if not lane.want_claim or free <= 0:
+        """Each lane that wants work claims its free slots. Lanes that found every slot taken go first,
+        the one waiting longest first, then the least busy for its share: a waiting kind gets the next
+        freed slot, however busy another kind keeps the rest (even when its jobs finish in lockstep)."""
+
+        def order(lane: _Lane) -> tuple[float, float]:
+            waited = float("inf") if lane.waiting_since is None else lane.waiting_since
+            return waited, len(lane.tasks) / lane.limit
+
+        for lane in sorted(self._lanes, key=order):
+            if not lane.want_claim:
+                lane.waiting_since = None
                 continue
+            free = min(lane.limit - len(lane.tasks), self.options.concurrency - self.in_flight)
+            if free <= 0:
+                if lane.waiting_since is None:
+                    lane.waiting_since = time.monotonic()
+                continue
+            lane.waiting_since = None
             jobs = await self._claim(lane, free)
             for job in jobs:
                 self._spawn(lane, job)
