@@ -1,8 +1,9 @@
 """What every job kind is made of, and the queue calls they share.
 
 A kind (one file in ``worker/kinds/``) is a :class:`JobKind`: a name, the NOTIFY channel its work
-arrives on, the names of its four queue RPCs, its share of the worker's slots, and three methods —
-``parse`` a claimed row, ``run`` a job, ``decide`` what a failure means. The runner knows no kind by name.
+arrives on, the names of its four queue RPCs, its share of the worker's slots, its retry rules (what a
+failure means, `worker.retry`), and two methods — ``parse`` a claimed row, ``run`` a job. The runner
+knows no kind by name.
 
 Every kind's RPCs have the same shapes (see ``supabase/migrations/20261201000002_instagram_job_kinds.sql``)::
 
@@ -19,10 +20,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, TypeVar
 
 from instagram_dm import errors
 from instagram_dm.db.port import Database
+
+if TYPE_CHECKING:
+    from worker.retry import RetryRules  # retry imports this module's values
 
 JobId = int | str
 # retry: again at run_at; discard: give up; error / reauth: give up and mark the integration so;
@@ -85,6 +89,7 @@ class JobKind(Protocol[J]):
     channel: ClassVar[str]
     rpcs: ClassVar[QueueRPCs]
     share: float  # at most this fraction of the worker's slots (at least one slot)
+    rules: RetryRules  # what each class of failure means for this kind
 
     def complete_args(self) -> Mapping[str, Any]:
         """Arguments the complete RPC takes besides p_worker and p_results (a key, say)."""
@@ -93,11 +98,7 @@ class JobKind(Protocol[J]):
     def parse(self, row: Mapping[str, Any]) -> J: ...
 
     async def run(self, job: J, *, worker_id: str) -> Mapping[str, Any]:
-        """Do the work; return the result for the complete RPC. Raise to fail (see `decide`)."""
-        ...
-
-    def decide(self, exc: BaseException, job: J, *, now: datetime) -> Failed:
-        """The fate of `job` after `exc`."""
+        """Do the work; return the result for the complete RPC. Raise to fail (see `rules`)."""
         ...
 
 

@@ -31,6 +31,7 @@ from typing import Any
 
 from instagram_dm import errors
 from instagram_dm.db.port import Database
+from worker import retry
 from worker.queue import Done, Failed, Job, JobId, JobKind, Outcome, Queue, utcnow
 
 log = logging.getLogger(__name__)
@@ -301,9 +302,10 @@ class Worker:
                 )
 
     def _decide(self, lane: _Lane, exc: BaseException, job: Job) -> Failed:
-        """The kind's decision; should deciding itself fail, a plain retry (attempts still count)."""
+        """The fate of `job` by its kind's rules; should deciding itself fail, a plain retry (attempts still
+        count)."""
         try:
-            return lane.kind.decide(exc, job, now=self._clock())
+            return retry.decide(exc, job, now=self._clock(), rules=lane.kind.rules)
         except Exception as bug:
             log.error(
                 "job.decide_failed",

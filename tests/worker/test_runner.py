@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
-from datetime import datetime
 from typing import Any, ClassVar
 
 import pytest
@@ -14,8 +13,8 @@ import pytest
 from instagram_dm import errors
 from instagram_dm.db.memory import Call, InMemoryDatabase
 from instagram_dm.db.port import Notifications
-from worker.queue import Failed, Job, QueueRPCs
-from worker.retry import RetryRules, decide
+from worker.queue import Job, QueueRPCs
+from worker.retry import RetryRules
 from worker.runner import Worker, WorkerOptions
 
 OPTIONS = WorkerOptions(concurrency=10, poll_interval=0.02, lease_seconds=30, grace_period=5.0, listen=False)
@@ -110,6 +109,7 @@ class FakeKind:
         self.fatal = fatal
         self.failing = failing  # raise an ordinary (retryable) error
         self.share = share
+        self.rules = RetryRules()
 
     def complete_args(self) -> Mapping[str, Any]:
         return {}
@@ -124,9 +124,6 @@ class FakeKind:
             raise RuntimeError("boom")
         await asyncio.sleep(self.seconds)
         return {}
-
-    def decide(self, exc: BaseException, job: Job, *, now: datetime) -> Failed:
-        return decide(exc, job, now=now, rules=RetryRules())
 
 
 async def test_fatal_errors_in_two_jobs_still_let_the_others_finish() -> None:

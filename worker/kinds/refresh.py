@@ -17,7 +17,6 @@ A token no key opens fails this job only: the integration shows ``encryption_key
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -28,8 +27,8 @@ from instagram_dm.db import rpc
 from instagram_dm.db.port import Database
 from instagram_dm.graph import GraphClient, MetaTokenInvalidError
 from worker import health
-from worker.queue import Failed, Job, QueueRPCs, parse_when, utcnow
-from worker.retry import RetryRules, decide
+from worker.queue import Job, QueueRPCs, parse_when, utcnow
+from worker.retry import RetryRules
 
 log = logging.getLogger(__name__)
 
@@ -206,14 +205,12 @@ class RefreshKind:
         previous_key: str | None = None,
         rules: RetryRules | None = None,
         share: float = 1.0,
-        rng: random.Random | None = None,
     ) -> None:
         self._handler = handler
         self._key = key
         self._previous_key = previous_key
         self.rules = rules or refresh_rules()
         self.share = share
-        self._rng = rng
 
     def complete_args(self) -> Mapping[str, Any]:
         return {"p_key": self._key, "p_previous_key": self._previous_key}
@@ -236,6 +233,3 @@ class RefreshKind:
             },
         )
         return refreshed.as_result()
-
-    def decide(self, exc: BaseException, job: RefreshJob, *, now: datetime) -> Failed:
-        return decide(exc, job, now=now, rules=self.rules, rng=self._rng)

@@ -9,18 +9,16 @@ token no key opens is discarded at once. The Page token is wiped when the job en
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, ClassVar
 
 from instagram_dm.backoff import Backoff
 from instagram_dm.db import rpc
 from instagram_dm.db.port import Database
 from instagram_dm.graph import GraphClient, MetaPermissionError, MetaTokenInvalidError
-from worker.queue import Failed, Job, QueueRPCs
-from worker.retry import RetryRules, decide
+from worker.queue import Job, QueueRPCs
+from worker.retry import RetryRules
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +76,6 @@ class UnsubscribeKind:
         previous_key: str | None = None,
         backoff: Backoff | None = None,
         share: float = 0.25,
-        rng: random.Random | None = None,
     ) -> None:
         self._db = db
         self._graph = graph
@@ -88,7 +85,6 @@ class UnsubscribeKind:
         # retried; damaged ciphertext cannot: discarded at once.
         self.rules = RetryRules(backoff=backoff or Backoff(base=60.0, cap=3600.0), retry_foreign_key=True)
         self.share = share
-        self._rng = rng
 
     def complete_args(self) -> Mapping[str, Any]:
         return {}
@@ -117,6 +113,3 @@ class UnsubscribeKind:
             # The token no longer works: Meta has already dropped our access to the Page.
             return _skipped(exc.code, exc.message)
         return {"outcome": "done", "error_code": None, "error_message": None}
-
-    def decide(self, exc: BaseException, job: UnsubscribeJob, *, now: datetime) -> Failed:
-        return decide(exc, job, now=now, rules=self.rules, rng=self._rng)
