@@ -321,76 +321,71 @@ class Worker:
             await self._flush_lane(lane)
 
     async def _flush_lane(self, lane: _Lane) -> None:
-        """Write the lane's outcomes so far: completions in one call, failures one by one."""
+        """Write the lane's outcomes so far: completions in one call, failures one by one. What an outage
+        kept from being written stays for the next pass, after a short pause."""
         if not lane.outcomes:
             return
         outcomes, lane.outcomes = lane.outcomes, []
         done = [o for o in outcomes if isinstance(o, Done)]
         failed = [o for o in outcomes if isinstance(o, Failed)]
-        kind = lane.kind.name
-        if done:
-            await self._complete(lane, done, failed)
-        outage = False
+        stored = await self._complete(lane, done, failed) if done else True
         for failure in failed:
-            try:
-                await lane.queue.fail(failure)
-                self.stats["failed"] += 1
-            except FATAL_ERRORS as exc:
-                lane.to_release.append(failure.job_id)
-                self._fatal(exc)
-            except errors.DatabaseUnavailableError as exc:
-                # Kept for the next pass, like completions; the lease outlives a short hiccup.
-                log.warning(
-                    "worker.fail_failed",
-                    extra=self._extra(kind=kind, job_id=failure.job_id, error_code=exc.code),
-                )
-                lane.outcomes.append(failure)
-                outage = True
-            except errors.InstagramDMError as exc:
-                # Not recordable: the lease expires and the job runs again (its attempt is already counted).
-                extra = self._extra(kind=kind, job_id=failure.job_id, error_code=exc.code)
-                log.warning("worker.fail_failed", extra=extra)
-        if outage:
+            stored = await self._fail(lane, failure) and stored
+        if not stored:
             await asyncio.sleep(min(1.0, self.options.poll_interval))
 
-    async def _complete(self, lane: _Lane, done: list[Done], failed: list[Failed]) -> None:
+    async def _fail(self, lane: _Lane, failure: Failed) -> bool:
+        """Record one failure; False when the database is away (the failure is kept for the next pass)."""
+        try:
+            await lane.queue.fail(failure)
+        except FATAL_ERRORS as exc:
+            lane.to_release.append(failure.job_id)
+            self._fatal(exc)
+        except errors.InstagramDMError as exc:
+            log.warning(
+                "worker.fail_failed",
+                extra=self._extra(kind=lane.kind.name, job_id=failure.job_id, error_code=exc.code),
+            )
+            if isinstance(exc, errors.DatabaseUnavailableError):
+                lane.outcomes.append(failure)  # the lease outlives a short hiccup
+                return False
+            # Otherwise not recordable: the lease expires and the job runs again (its attempt counted).
+        else:
+            self.stats["failed"] += 1
+        return True
+
+    async def _complete(self, lane: _Lane, done: list[Done], failed: list[Failed]) -> bool:
         """Finish `done` in one call. If the database refuses the batch for a reason other than an
-        outage, finish them one by one, so one row it cannot store fails only its own job."""
+        outage, finish them one by one, so one row it cannot store fails only its own job (its failure
+        goes to `failed`). False when the database is away: what is left is kept for the next pass."""
         kind = lane.kind.name
         try:
             completed, stale = await lane.queue.complete(done, lane.kind.complete_args())
         except FATAL_ERRORS as exc:
             lane.to_release.extend(d.job.id for d in done)
             self._fatal(exc)
-            return
+            return True
         except errors.DatabaseUnavailableError as exc:
-            # Keep them for the next pass; the lease outlives a short database hiccup.
             log.warning(
                 "worker.complete_failed", extra=self._extra(kind=kind, error_code=exc.code, count=len(done))
             )
             lane.outcomes.extend(done)
-            await asyncio.sleep(min(1.0, self.options.poll_interval))
-            return
+            return False
         except Exception as exc:
             if len(done) == 1:
                 log.warning("worker.complete_refused", extra={**done[0].job.log_extra(), "kind": kind})
                 failed.append(self._decide(lane, exc, done[0].job))
-                return
-            await self._complete_one_by_one(lane, done, failed)
-            return
+                return True
+            for index, one in enumerate(done):
+                if not await self._complete(lane, [one], failed) or self._force.is_set():
+                    lane.outcomes.extend(done[index + 1 :])  # the rest wait for the next pass
+                    return False
+            return True
         self.stats["completed"] += completed
         if stale:
             self.stats["stale"] += stale
             log.warning("job.lease_lost", extra=self._extra(kind=kind, count=stale))
-
-    async def _complete_one_by_one(self, lane: _Lane, done: list[Done], failed: list[Failed]) -> None:
-        for index, one in enumerate(done):
-            before = len(lane.outcomes)
-            await self._complete(lane, [one], failed)
-            if len(lane.outcomes) > before or (self._stop.is_set() and self._force.is_set()):
-                # The database went away (or we must stop now): the rest wait for the next pass.
-                lane.outcomes.extend(done[index + 1 :])
-                return
+        return True
 
     def _idle(self) -> bool:
         return all(lane.drained and not lane.tasks and not lane.outcomes for lane in self._lanes)
