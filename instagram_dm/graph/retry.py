@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from instagram_dm.backoff import Backoff
 
@@ -16,14 +16,12 @@ class RetryPolicy:
     base_delay: float = 0.2
     max_delay: float = 2.0
     jitter: bool = True
-    backoff: Backoff = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.attempts < 1:
             raise ValueError("RetryPolicy.attempts must be at least 1")
         if self.base_delay < 0 or self.max_delay < 0:
             raise ValueError("RetryPolicy delays must not be negative")
-        object.__setattr__(self, "backoff", Backoff(self.base_delay, self.max_delay, self.jitter))
 
     @classmethod
     def disabled(cls) -> RetryPolicy:
@@ -32,4 +30,4 @@ class RetryPolicy:
 
     def delay(self, retry_number: int, rng: random.Random | None = None) -> float:
         """Seconds to sleep before retry `retry_number` (1-based)."""
-        return self.backoff.delay(retry_number, rng)
+        return Backoff(self.base_delay, self.max_delay, self.jitter).delay(retry_number, rng)

@@ -220,16 +220,15 @@ class RefreshKind:
 
     async def run(self, job: RefreshJob, *, worker_id: str) -> Mapping[str, Any]:
         refreshed = await self._handler(job)
-        if not log.isEnabledFor(logging.INFO):
-            return refreshed.as_result()
-        log.info(
-            "refresh.completed",
-            extra={
-                **job.log_extra(),
-                "worker_id": worker_id,
-                "stored": refreshed.user_token is not None,
-                "token_expires_at": refreshed.token_expires_at,
-                "warning": refreshed.warning.code if refreshed.warning else None,
-            },
-        )
+        if log.isEnabledFor(logging.INFO):  # the hot path: build no log record nobody reads
+            log.info(
+                "refresh.completed",
+                extra={
+                    **job.log_extra(),
+                    "worker_id": worker_id,
+                    "stored": refreshed.user_token is not None,
+                    "token_expires_at": refreshed.token_expires_at,
+                    "warning": refreshed.warning.code if refreshed.warning else None,
+                },
+            )
         return refreshed.as_result()
