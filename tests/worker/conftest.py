@@ -28,6 +28,7 @@ from worker.runner import Worker, WorkerOptions
 
 KEY = "worker-test-key-0123456789-abcdefghijklmnop"
 DAY = 86_400
+WEEK = 7 * DAY
 
 
 @dataclass(frozen=True)
@@ -157,3 +158,15 @@ def all_finished(pg: asyncpg.Connection, n: int) -> Callable[[], Awaitable[bool]
 
 def days(n: float) -> timedelta:
     return timedelta(days=n)
+
+
+async def enqueue(db: AsyncpgDatabase, window: int = WEEK) -> int:
+    """What the daily cron job does: a refresh job per integration expiring within `window` seconds."""
+    return int(await db.rpc("instagram_refresh_enqueue_v1", {"p_window_seconds": window}))
+
+
+async def disconnect(pg: asyncpg.Connection, integration_id: str) -> None:
+    """What instagram_disconnect does for the demo admin (queues the Page unsubscribe)."""
+    await pg.execute(
+        "select instagram_private.disconnect_integration($1, $2)", integration_id, factories.DEMO_ADMIN
+    )

@@ -15,25 +15,17 @@ from instagram_dm.graph import GraphClient
 from tests.fixtures.database import DEMO_ADMIN, claims_for
 from tests.worker.conftest import (
     KEY,
-    Connected,
     all_finished,
     create_integrations,
+    disconnect,
+    enqueue,
     job_states,
     make_worker,
     run_until,
 )
 
-WEEK = 7 * 86_400
 OLD = "the-previous-key-0123456789-abcdefghijklmn"
 FOREIGN = "a-key-left-from-a-restore-0123456789-abcd"
-
-
-async def enqueue(db: AsyncpgDatabase) -> int:
-    return int(await db.rpc("instagram_refresh_enqueue_v1", {"p_window_seconds": WEEK}))
-
-
-async def disconnect(pg: asyncpg.Connection, conn: Connected) -> None:
-    await pg.execute("select instagram_private.disconnect_integration($1, $2)", conn.id, DEMO_ADMIN)
 
 
 async def unsubscription_states(pg: asyncpg.Connection) -> dict[str, int]:
@@ -92,7 +84,7 @@ async def test_unsubscribe_is_woken_by_notify_long_before_the_poll(
     worker = make_worker(db, graph, poll_interval=60.0)
     task = asyncio.create_task(worker.run())
     await asyncio.sleep(0.3)  # the first (empty) claims are behind us; only a NOTIFY can wake it now
-    await disconnect(pg, conn)
+    await disconnect(pg, conn.id)
     done = unsubscriptions_finished(pg, 1)
     for _ in range(250):
         if await done():
@@ -111,7 +103,7 @@ async def test_unsubscribe_outage_retries_then_succeeds(
     [conn] = await create_integrations(pg, sandbox, 1, webhook_subscribed=True)
     await graph.subscribe_page(conn.page_id, conn.page_token)
     sandbox.fault("subscribed_apps", method="DELETE", http_status=503, code=2, count=4, is_transient=True)
-    await disconnect(pg, conn)
+    await disconnect(pg, conn.id)
     await run_until([make_worker(db, graph)], unsubscriptions_finished(pg, 1))
     row = await pg.fetchrow(
         "select state, attempt, page_access_token_encrypted from public.instagram_page_unsubscriptions"
@@ -130,7 +122,7 @@ async def test_unsubscribe_under_another_key_retries_and_never_calls_meta(
     """A queued Page token under a key the worker does not hold is retried (a rolling key change may be
     under way) until its attempts run out, then discarded; Meta is never called with it."""
     [conn] = await create_integrations(pg, sandbox, 1, key=FOREIGN, webhook_subscribed=True)
-    await disconnect(pg, conn)
+    await disconnect(pg, conn.id)
     await pg.execute("update public.instagram_page_unsubscriptions set max_attempts = 3")
     before = sandbox.state()["calls"].get("DELETE /{id}/subscribed_apps", 0)
     await run_until([make_worker(db, graph)], unsubscriptions_finished(pg, 1))
@@ -150,7 +142,7 @@ async def test_unsubscribe_of_a_damaged_token_is_discarded_at_once(
 ) -> None:
     """Damaged ciphertext under our key is discarded on its first attempt, without a Meta call."""
     [conn] = await create_integrations(pg, sandbox, 1, webhook_subscribed=True)
-    await disconnect(pg, conn)
+    await disconnect(pg, conn.id)
     await pg.execute(
         "update public.instagram_page_unsubscriptions set page_access_token_encrypted = '\\x0bad'::bytea"
     )
@@ -170,7 +162,7 @@ async def test_a_page_still_in_use_is_skipped(
     await pg.execute(  # another integration (another Instagram account) uses the same Page
         "update public.instagram_integrations set facebook_page_id = $1 where id = $2", conn.page_id, other.id
     )
-    await disconnect(pg, conn)
+    await disconnect(pg, conn.id)
     await run_until([make_worker(db, graph)], unsubscriptions_finished(pg, 1))
     row = await pg.fetchrow("select state, last_error_code from public.instagram_page_unsubscriptions")
     assert (row["state"], row["last_error_code"]) == ("completed", "page_in_use")
@@ -184,7 +176,7 @@ async def test_shutdown_hands_unsubscriptions_back_too(
     [conn] = await create_integrations(pg, sandbox, 1, webhook_subscribed=True)
     await graph.subscribe_page(conn.page_id, conn.page_token)
     sandbox.latency("subscribed_apps", 2000)
-    await disconnect(pg, conn)
+    await disconnect(pg, conn.id)
     worker = make_worker(db, graph, grace_period=0.1)
     task = asyncio.create_task(worker.run())
     for _ in range(500):
@@ -208,7 +200,7 @@ async def test_unsubscribe_gets_a_slot_while_refresh_keeps_every_other_one_busy(
     await graph.subscribe_page(conn.page_id, conn.page_token)
     sandbox.latency("/oauth/access_token", 300)
     await enqueue(db)
-    await disconnect(pg, conn)
+    await disconnect(pg, conn.id)
     worker = make_worker(db, graph, concurrency=4)
     task = asyncio.create_task(worker.run())
     done = unsubscriptions_finished(pg, 1)

@@ -57,6 +57,17 @@ async def test_damaged_ciphertext_under_our_fingerprint_is_token_corrupt(
         await read_tokens(db, iid)
 
 
+def refreshed(job: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
+    """The worker's result for `job`: a new user token, from the tokens read in `before`."""
+    return {
+        "job_id": job["id"],
+        "user_token": "user-new",
+        "token_expires_at": "2030-01-01T00:00:00+00:00",
+        "token_version": before["token_version"],
+        "token_digest": before["token_digest"],
+    }
+
+
 async def test_complete_re_encrypts_a_not_yet_rotated_row_with_the_current_key(
     pg: asyncpg.Connection, db: AsyncpgDatabase
 ) -> None:
@@ -65,13 +76,7 @@ async def test_complete_re_encrypts_a_not_yet_rotated_row_with_the_current_key(
     await enqueue(db)
     [job] = await claim(db)
     before = await read_tokens(db, iid, previous=OLD)
-    result = {
-        "job_id": job["id"],
-        "user_token": "user-new",
-        "token_expires_at": "2030-01-01T00:00:00+00:00",
-        "token_version": before["token_version"],
-        "token_digest": before["token_digest"],
-    }
+    result = refreshed(job, before)
     done = await db.rpc(
         "instagram_refresh_complete_v2",
         {"p_worker": "w1", "p_results": [result], "p_key": KEY, "p_previous_key": OLD},
@@ -91,13 +96,7 @@ async def test_a_rotation_between_read_and_complete_is_not_taken_for_a_reconnect
     before = await read_tokens(db, iid, previous=OLD)
     rotated = await db.rpc("instagram_rotate_key_batch", {"p_old_key": OLD, "p_new_key": KEY, "p_batch": 10})
     assert rotated["rotated"] == 1
-    result = {
-        "job_id": job["id"],
-        "user_token": "user-new",
-        "token_expires_at": "2030-01-01T00:00:00+00:00",
-        "token_version": before["token_version"],
-        "token_digest": before["token_digest"],
-    }
+    result = refreshed(job, before)
     await complete(db, "w1", [result])
     assert (await read_tokens(db, iid))["user_token"] == "user-new"
 

@@ -24,7 +24,7 @@ from tests.fixtures.database import (
     acting_as,
     claims_for,
 )
-from tests.worker.conftest import KEY
+from tests.worker.conftest import KEY, enqueue
 
 WEEK = 7 * 86_400
 
@@ -48,10 +48,6 @@ async def claim(
         "instagram_refresh_claim_v1", {"p_worker": worker, "p_limit": limit, "p_lease_seconds": lease}
     )
     return rows
-
-
-async def enqueue(db: AsyncpgDatabase, window: int = WEEK) -> int:
-    return int(await db.rpc("instagram_refresh_enqueue_v1", {"p_window_seconds": window}))
 
 
 async def test_enqueue_takes_a_token_expiring_just_inside_the_window(

@@ -15,22 +15,12 @@ from tests.worker.conftest import (
     KEY,
     all_finished,
     create_integrations,
+    enqueue,
     job_states,
     make_worker,
     run_until,
 )
 from worker.runner import WorkerOptions
-
-WEEK = 7 * 86_400
-
-
-async def disconnect(pg: asyncpg.Connection, integration_id: str) -> None:
-    """What instagram_disconnect does for the demo admin (queues the Page unsubscribe)."""
-    await pg.execute("select instagram_private.disconnect_integration($1, $2)", integration_id, DEMO_ADMIN)
-
-
-async def enqueue(db: AsyncpgDatabase) -> int:
-    return int(await db.rpc("instagram_refresh_enqueue_v1", {"p_window_seconds": WEEK}))
 
 
 async def tokens(db: AsyncpgDatabase, integration_id: str) -> dict[str, Any]:
