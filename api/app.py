@@ -1,4 +1,4 @@
-"""The Starlette app: OAuth init + callback, health, and (in development) a demo page.
+"""The Starlette app: OAuth init + callback, the Meta webhook, health, and (in development) a demo page.
 
 Resources (HTTP client, Graph client, database, JWT verifier, service) are built once in the
 lifespan and read by handlers through :func:`api.resources.resources`. Tests and tools inject the
@@ -19,7 +19,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route
 
-from api import dev, routes
+from api import dev, routes, webhook
 from api import errors as api_errors
 from api.resources import Resources, State
 from api.timing import ServerTimingMiddleware
@@ -30,6 +30,7 @@ from instagram_dm.db.port import Database
 from instagram_dm.graph import GraphClient, RetryPolicy
 from instagram_dm.service import InstagramService
 from instagram_dm.settings import Settings
+from instagram_dm.webhooks import DeliveryStore
 
 log = logging.getLogger(__name__)
 
@@ -73,12 +74,24 @@ def create_app(
             graph = GraphClient.from_settings(settings, http, retry=graph_retry)
             service = InstagramService(db=db, graph=graph, settings=settings)
             verifier = JWTVerifier.from_settings(settings, http)
+            deliveries = DeliveryStore(db)
+            stack.push_async_callback(deliveries.close)
+            if not settings.webhook_verify_token.reveal():
+                log.warning(
+                    "api.webhook_handshake_disabled", extra={"missing": "INSTAGRAM_WEBHOOK_VERIFY_TOKEN"}
+                )
             log.info("api.started", extra={"environment": settings.environment})
-            yield {"resources": Resources(settings=settings, db=db, service=service, verifier=verifier)}
+            yield {
+                "resources": Resources(
+                    settings=settings, db=db, service=service, verifier=verifier, deliveries=deliveries
+                )
+            }
 
     route_list = [
         Route("/functions/v1/instagram-oauth-init", routes.oauth_init, methods=["POST"]),
         Route("/functions/v1/instagram-oauth-callback", routes.oauth_callback, methods=["GET"]),
+        Route("/functions/v1/instagram-webhook", webhook.verify, methods=["GET"]),
+        Route("/functions/v1/instagram-webhook", webhook.receive, methods=["POST"]),
         Route("/healthz", routes.healthz, methods=["GET"]),
         Route("/readyz", routes.readyz, methods=["GET"]),
     ]

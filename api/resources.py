@@ -11,16 +11,18 @@ from instagram_dm.auth import JWTVerifier
 from instagram_dm.db.port import Database
 from instagram_dm.service import InstagramService
 from instagram_dm.settings import Settings
+from instagram_dm.webhooks import DeliveryStore
 
 
 @dataclass(frozen=True)
 class Resources:
-    """The app's long-lived parts: settings, database port, service and JWT verifier."""
+    """The app's long-lived parts: settings, database port, service, JWT verifier, webhook delivery store."""
 
     settings: Settings
     db: Database
     service: InstagramService
     verifier: JWTVerifier
+    deliveries: DeliveryStore
 
 
 class State(TypedDict):

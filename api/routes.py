@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
+from api.body import read_capped
 from api.resources import resources
 from instagram_dm import errors
 from instagram_dm.db import rpc
@@ -20,9 +21,7 @@ MAX_BODY_BYTES = 16 * 1024
 
 async def read_json_object(request: Request) -> dict[str, Any]:
     """The request body as a JSON object, or a 400 that says what is wrong."""
-    body = await request.body()
-    if len(body) > MAX_BODY_BYTES:
-        raise errors.BadRequestError("The request body is too large.", code="body_too_large")
+    body = await read_capped(request, MAX_BODY_BYTES)
     try:
         data = json.loads(body or b"null")
     except (ValueError, UnicodeDecodeError):

@@ -18,8 +18,10 @@ from instagram_dm.graph import GraphClient
 from instagram_dm.settings import Settings
 from worker import signals
 from worker.keys import check_keys
+from worker.kinds.profiles import ProfileKind
 from worker.kinds.refresh import FacebookLoginRefresher, RefreshKind, refresh_rules
 from worker.kinds.unsubscribe import UnsubscribeKind
+from worker.kinds.webhooks import WebhookKind
 from worker.queue import JobKind
 from worker.runner import Worker, WorkerOptions
 
@@ -29,10 +31,10 @@ DAY = 86_400
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     worker = sub.add_parser(
         "worker",
-        help="run the background worker (every job kind: token refresh, Page unsubscribes)",
+        help="run the background worker (every job kind: token refresh, Page unsubscribes, webhooks, profiles)",
         description="Claims jobs of every kind (token refreshes enqueued daily by pg_cron, Page "
-        "unsubscriptions queued by disconnect) and runs them. Wakes on NOTIFY with DATABASE_URL, else "
-        "polls. SIGTERM/SIGINT: graceful stop.",
+        "unsubscriptions queued by disconnect, stored webhook deliveries, participant profiles) and runs "
+        "them. Wakes on NOTIFY with DATABASE_URL, else polls. SIGTERM/SIGINT: graceful stop.",
     )
     worker.add_argument(
         "--concurrency",
@@ -98,6 +100,8 @@ async def _run_worker(settings: Settings, options: WorkerOptions, backoff: Backo
             kinds: list[JobKind[Any]] = [
                 RefreshKind(refresher, key=key, previous_key=previous, rules=refresh_rules(backoff)),
                 UnsubscribeKind(db, graph, key=key, previous_key=previous),
+                WebhookKind(),
+                ProfileKind(db, graph, key=key, previous_key=previous),
             ]
             worker = Worker(db, kinds, options=options)
             with signals.on_stop(worker.on_signal):

@@ -72,6 +72,13 @@ class BadRequestError(InstagramDMError):
     http_status = 400
 
 
+class PayloadTooLargeError(BadRequestError):
+    """The request body is over the route's limit (it was not read to the end)."""
+
+    code = "body_too_large"
+    http_status = 413
+
+
 class NotFoundError(InstagramDMError):
     """Not found."""
 

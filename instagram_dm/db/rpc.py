@@ -28,6 +28,14 @@ Python (SQL ``public.instagram_…``)    what it does                           
 ``rotate_key_batch``                   re-encrypt up to ``batch`` rows from the old key to    service_role
                                        the new one (resumable)
 ``health``                             extensions present, migrations applied, server time    service_role
+``webhook_ingest``                     store signed webhook deliveries (exact bytes), one     service_role
+                                       row per distinct body, in one statement
+``webhook_replay``                     queue stored deliveries for processing again           service_role
+``profile_token``                      the Page token of a profile fetch a worker holds       service_role
+``list_conversations``                 the IMO's conversations, newest first, keyset-paged    authenticated
+                                       (security invoker: RLS decides)                        (as the user)
+``list_messages``                      a conversation's messages, newest first                authenticated
+``mark_conversation_read``             unread count to 0 (``not_found`` for non-members)      authenticated
 =====================================  ====================================================  ==============
 
 The job kinds' queue functions (``…_claim_v1`` / ``_complete_vN`` / ``_fail_v1`` / ``_release_v1``) share
@@ -53,6 +61,7 @@ Conventions:
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -70,24 +79,32 @@ __all__ = [
     "IntegrationTokens",
     "KeyCheck",
     "KeyRotationBatch",
+    "ProfileToken",
     "RefreshEnqueued",
     "StateConsumed",
     "StateCreated",
     "StateStatus",
     "StoredIntegration",
     "UnsubscribeToken",
+    "WebhookIngested",
     "disconnect",
     "health",
     "integration_status",
     "integration_tokens",
     "key_check",
+    "list_conversations",
+    "list_messages",
+    "mark_conversation_read",
     "oauth_state_consume",
     "oauth_state_create",
+    "profile_token",
     "refresh_enqueue",
     "refresh_enqueue_one",
     "rotate_key_batch",
     "store_integrations",
     "unsubscribe_token",
+    "webhook_ingest",
+    "webhook_replay",
 ]
 
 # ---- reading results ------------------------------------------------------------------------------
@@ -566,6 +583,96 @@ async def health(db: Database) -> Health:
     return Health.from_json(_object(await db.rpc("instagram_health"), "instagram_health"))
 
 
+@dataclass(frozen=True)
+class WebhookIngested:
+    """How many deliveries of a batch were new, and how many were already stored (same bytes)."""
+
+    stored: int
+    duplicates: int
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> WebhookIngested:
+        return cls(stored=_int(data, "stored"), duplicates=_int(data, "duplicates"))
+
+
+async def webhook_ingest(db: Database, *, bodies: Sequence[bytes]) -> WebhookIngested:
+    """``instagram_webhook_ingest_v1``: the exact bytes travel as base64 (any bytes, both transports)."""
+    encoded = [base64.b64encode(body).decode("ascii") for body in bodies]
+    result = await db.rpc("instagram_webhook_ingest_v1", {"p_bodies": encoded})
+    return WebhookIngested.from_json(_object(result, "instagram_webhook_ingest_v1"))
+
+
+async def webhook_replay(db: Database, *, failed_only: bool, since: datetime | None) -> int:
+    """``instagram_webhook_replay_v1``: how many stored deliveries were queued again."""
+    result = await db.rpc("instagram_webhook_replay_v1", {"p_failed_only": failed_only, "p_since": since})
+    return _int(_object(result, "instagram_webhook_replay_v1"), "queued")
+
+
+@dataclass(frozen=True)
+class ProfileToken:
+    """What a profile fetch needs: the integration's status and its Page token (None when none is stored)."""
+
+    status: str
+    page_token: str | None = field(repr=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ProfileToken:
+        return cls(status=_str(data, "status"), page_token=_opt_str(data, "page_token"))
+
+
+async def profile_token(
+    db: Database, *, job_id: int, worker: str, key: str, previous_key: str | None = None
+) -> ProfileToken:
+    """``instagram_profile_token_v1``: NotFoundError ``job_not_held`` when `worker` does not hold the job."""
+    result = await db.rpc(
+        "instagram_profile_token_v1",
+        {"p_job_id": job_id, "p_worker": worker, "p_key": key, "p_previous_key": previous_key},
+    )
+    return ProfileToken.from_json(_object(result, "instagram_profile_token_v1"))
+
+
+async def list_conversations(
+    db: Database,
+    user: ActingUser,
+    *,
+    imo_id: str,
+    limit: int = 50,
+    before: datetime | None = None,
+    integration_id: str | None = None,
+    unread_only: bool = False,
+) -> list[Mapping[str, Any]]:
+    """``instagram_list_conversations``, as `user`: ``[]`` when they are not a member of the IMO."""
+    result = await db.rpc_as_user(
+        user,
+        "instagram_list_conversations",
+        {
+            "p_imo_id": imo_id,
+            "p_limit": limit,
+            "p_before": before,
+            "p_integration_id": integration_id,
+            "p_unread_only": unread_only,
+        },
+    )
+    return _array(result, "instagram_list_conversations")
+
+
+async def list_messages(
+    db: Database, user: ActingUser, *, conversation_id: str, limit: int = 50, before: datetime | None = None
+) -> list[Mapping[str, Any]]:
+    """``instagram_list_messages``, as `user`: ``[]`` when they are not a member of the conversation's IMO."""
+    result = await db.rpc_as_user(
+        user,
+        "instagram_list_messages",
+        {"p_conversation_id": conversation_id, "p_limit": limit, "p_before": before},
+    )
+    return _array(result, "instagram_list_messages")
+
+
+async def mark_conversation_read(db: Database, user: ActingUser, *, conversation_id: str) -> None:
+    """``instagram_mark_conversation_read``, as `user`: NotFoundError ``not_found`` for non-members."""
+    await db.rpc_as_user(user, "instagram_mark_conversation_read", {"p_conversation_id": conversation_id})
+
+
 #: Every function of this module, for the catalogue test against pg_proc.
 CATALOGUE: tuple[Callable[..., Awaitable[object]], ...] = (
     oauth_state_create,
@@ -580,4 +687,10 @@ CATALOGUE: tuple[Callable[..., Awaitable[object]], ...] = (
     disconnect,
     rotate_key_batch,
     health,
+    webhook_ingest,
+    webhook_replay,
+    profile_token,
+    list_conversations,
+    list_messages,
+    mark_conversation_read,
 )

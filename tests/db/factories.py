@@ -159,7 +159,8 @@ async def tenant_rows(conn: asyncpg.Connection, imo_id: str) -> dict[str, str]:
         imo_id,
     )
     await conn.execute(
-        "insert into public.instagram_usage (imo_id, month, messages_sent) values ($1, date_trunc('month', now()), 3)",
+        "insert into public.instagram_usage (imo_id, month, messages_sent) values ($1, date_trunc('month', now()), 3)"
+        " on conflict (imo_id, month) do update set messages_sent = 3",
         imo_id,
     )
     notification_id = await conn.fetchval(

@@ -18,11 +18,22 @@ from tests.db.factories import (
 )
 from tests.fixtures.database import acting_as
 
-APP_FACING_FUNCTIONS = {"instagram_integration_status", "instagram_disconnect"}
+APP_FACING_FUNCTIONS = {
+    "instagram_integration_status",
+    "instagram_disconnect",
+    "instagram_list_conversations",
+    "instagram_list_messages",
+    "instagram_mark_conversation_read",
+}
 # Tables an authenticated user may read that have no imo_id: their own IMOs, and the plans catalogue.
 READABLE_WITHOUT_IMO_ID = {"public.imos", "public.subscription_plans"}
 # Tables only service_role touches.
-SERVICE_ONLY = {"public.instagram_oauth_states", "public.instagram_page_unsubscriptions"}
+SERVICE_ONLY = {
+    "public.instagram_oauth_states",
+    "public.instagram_page_unsubscriptions",
+    "public.instagram_webhook_events",
+    "public.instagram_profile_fetches",
+}
 
 
 @pytest.fixture

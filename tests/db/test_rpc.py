@@ -44,7 +44,7 @@ class _Recorder(InMemoryDatabase):
 
 
 def _sample(parameter: inspect.Parameter) -> object:
-    return {"accounts": [ACCOUNT], "scopes": ["instagram_basic"]}.get(parameter.name, "x")
+    return {"accounts": [ACCOUNT], "scopes": ["instagram_basic"], "bodies": [b"{}"]}.get(parameter.name, "x")
 
 
 async def _recorded_call(function: Callable[..., Awaitable[object]]) -> Call:

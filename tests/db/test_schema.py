@@ -45,6 +45,8 @@ ENUMS = {
         "story_reply",
         "reaction",
         "unsupported",
+        "reel",
+        "postback",
     ],
     "instagram_message_direction": ["inbound", "outbound"],
     "instagram_message_status": ["queued", "sending", "sent", "delivered", "read", "failed"],
