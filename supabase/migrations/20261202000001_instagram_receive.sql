@@ -599,6 +599,7 @@ returns jsonb
 language sql
 stable
 set search_path = ''
+set jit = off  -- jsonb set functions look costly to the planner; compiling them takes seconds
 as $$
   -- Every messaging / standby / changes item of the deliveries, flattened and typed, routed to an
   -- integration. Defensive throughout: a field of the wrong JSON type reads as null, never raises.
@@ -635,6 +636,7 @@ as $$
     order by i.instagram_business_account_id, (i.status = 'connected') desc, i.updated_at desc
   ), typed as (
     select r.*, rt.integration_id, rt.imo_id,
+      row_number() over (order by r.event_id, r.entry_ord, r.src, r.ord) as seq,
       case when jsonb_typeof(r.item -> 'sender') = 'object' then r.item -> 'sender' ->> 'id' end as sender,
       case when jsonb_typeof(r.item -> 'recipient') = 'object' then r.item -> 'recipient' ->> 'id' end as recipient,
       case
@@ -661,13 +663,14 @@ as $$
   select coalesce(jsonb_agg(jsonb_build_object(
     'event_id', t.event_id,
     'position', t.entry_ord::text || '.' || t.src || '.' || t.ord::text,
+    'seq', t.seq,
     'account_id', t.account_id,
     'integration_id', t.integration_id,
     'imo_id', t.imo_id,
     'kind', case
       when t.kind in ('unknown', 'invalid') then t.kind
       when t.account_id is null or t.sender is null or t.recipient is null or t.sender = t.recipient
-        or length(t.sender) > 128 or length(t.recipient) > 128 then 'invalid'
+        or length(t.sender) not between 1 and 128 or length(t.recipient) not between 1 and 128 then 'invalid'
       when t.kind in ('message', 'echo', 'unsend', 'reaction', 'postback', 'edit')
         and (jsonb_typeof(t.body -> 'mid') is distinct from 'string' or length(t.body ->> 'mid') not between 1 and 512)
         and t.kind <> 'postback' then 'invalid'
@@ -745,6 +748,7 @@ returns integer
 language plpgsql
 security definer
 set search_path = ''
+set jit = off  -- jsonb set functions look costly to the planner; compiling them takes seconds
 as $$
 declare
   v_docs jsonb;
@@ -928,8 +932,8 @@ begin
         select 1 from public.instagram_conversations c
         join public.instagram_messages m on m.conversation_id = c.id and m.meta_message_id = i.mid
         where c.integration_id = i.integration_id and c.participant_igsid = i.igsid) as target_missing
-    from jsonb_to_recordset(v_items) as i(event_id bigint, position text, integration_id uuid, account_id text,
-      kind text, reason text, mid text, igsid text)
+    from jsonb_to_recordset(v_items) as i(event_id bigint, position text, seq bigint, integration_id uuid,
+      account_id text, kind text, reason text, mid text, igsid text)
   ), docs as (
     select (d ->> 'id')::bigint as id, (d ->> 'attempt')::integer as attempt,
       (d ->> 'max_attempts')::integer as max_attempts
@@ -944,8 +948,9 @@ begin
         '{}') as unroutable,
       coalesce(jsonb_object_agg(it.kind, it.n) filter (where it.kind is not null), '{}'::jsonb) as kinds,
       jsonb_path_query_array(coalesce(jsonb_agg(jsonb_build_object('position', it.position, 'kind', it.kind,
-        'reason', coalesce(it.reason, case when it.target_missing then 'target_not_found' else 'invalid_item' end)))
-        filter (where it.kind in ('unknown', 'invalid') or it.target_missing), '[]'::jsonb), '$[0 to 49]') as ignored
+        'reason', coalesce(it.reason, case when it.target_missing then 'target_not_found' else 'invalid_item' end))
+        order by it.seq) filter (where it.kind in ('unknown', 'invalid') or it.target_missing), '[]'::jsonb),
+        '$[0 to 49]') as ignored
     from docs d left join counted it on it.event_id = d.id
     group by d.id, d.attempt, d.max_attempts
   )
