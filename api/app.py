@@ -83,7 +83,12 @@ def create_app(
             log.info("api.started", extra={"environment": settings.environment})
             yield {
                 "resources": Resources(
-                    settings=settings, db=db, service=service, verifier=verifier, deliveries=deliveries
+                    settings=settings,
+                    db=db,
+                    service=service,
+                    verifier=verifier,
+                    deliveries=deliveries,
+                    http=http,
                 )
             }
 

@@ -1,6 +1,8 @@
 """Development-only pages (INSTAGRAM_DM_ENV=development): a person can click through the whole
 connect flow against the sandbox — Connect button, Meta's (sandbox) consent page, back to a status
-page that reads the status RPC. Never mounted in production.
+page that reads the status RPC — and watch DMs arrive: the inbox page's "receive a DM" button asks the
+sandbox to send a signed webhook to this API, and the page shows the conversation once the worker has
+processed it. Never mounted in production.
 
 The pages act as the demo IMO's admin the way the web app would: they mint a short-lived user JWT
 (HS256, SUPABASE_JWT_SECRET), verify it with the app's verifier, and call the app-facing RPCs as that
@@ -10,14 +12,19 @@ user, so RLS and the membership checks decide here too.
 from __future__ import annotations
 
 import html
+import json
+from datetime import datetime
 from urllib.parse import parse_qs
 
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from api.body import read_capped
 from api.resources import resources
+from instagram_dm import errors
 from instagram_dm.auth import mint_user_token
+from instagram_dm.db import rpc
 from instagram_dm.db.port import ActingUser
 from instagram_dm.demo import DEMO_ADMIN, DEMO_IMO
 
@@ -43,7 +50,8 @@ async def connect_page(request: Request) -> Response:
 <p>Signed in (development) as <code>admin@demo-agency.test</code>, admin of <strong>Demo Agency</strong>
 (Team plan). The button calls <code>POST /functions/v1/instagram-oauth-init</code> with a user JWT and follows
 the returned Meta dialog URL — here the local sandbox's consent page.</p>
-<button id="connect">Connect Instagram</button> <a href="/dev/status">integration status</a>
+<button id="connect">Connect Instagram</button> <a href="/dev/status">integration status</a> ·
+<a href="/dev/inbox">inbox (receive a DM)</a>
 <p id="out" class="note" hidden></p>
 <script>
 document.getElementById('connect').onclick = async () => {{
@@ -82,7 +90,7 @@ async def status_page(request: Request) -> Response:
     body = f"""<p class="note">Callback result: <code>{outcome}</code></p>
 <p>Rows from <code>instagram_integration_status</code> for Demo Agency:</p>
 <table><tr>{head}</tr>{lines or '<tr><td colspan="9">no integrations yet</td></tr>'}</table>
-<p><a href="/dev">Connect another account</a></p>"""
+<p><a href="/dev">Connect another account</a> · <a href="/dev/inbox">inbox (receive a DM)</a></p>"""
     return HTMLResponse(_PAGE.format(title="Instagram integrations — Demo Agency", body=body))
 
 
@@ -94,9 +102,99 @@ async def disconnect(request: Request) -> Response:
     return RedirectResponse("/dev/status?disconnected=1", status_code=303)
 
 
+_INBOX_SCRIPT = """
+const out = document.getElementById('out');
+const esc = (s) => String(s ?? '').replace(/[&<>"']/g, (c) => ({'&': '&amp;', '<': '&lt;', '>': '&gt;',
+  '"': '&quot;', "'": '&#39;'}[c]));
+async function refresh() {
+  const r = await fetch('/dev/inbox/data');
+  if (!r.ok) return;
+  const data = await r.json();
+  document.getElementById('conversations').innerHTML = data.conversations.map((c) =>
+    `<tr><td>${esc(c.participant.username || c.participant.igsid)}</td><td>${esc(c.last_message_preview)}</td>
+     <td>${esc(c.unread_count)}</td><td>${esc(c.last_message_at)}</td><td>${esc(c.recruiting_lead_id || '')}</td>
+     </tr>`).join('') || '<tr><td colspan="5">no conversations yet</td></tr>';
+  document.getElementById('messages').innerHTML = data.messages.map((m) =>
+    `<li><strong>${esc(m.direction)}</strong> ${esc(m.deleted ? '(unsent)' : m.text)}
+     <small>${esc(m.sent_at)}</small></li>`).join('');
+}
+document.getElementById('receive').onclick = async () => {
+  const text = document.getElementById('text').value;
+  const r = await fetch('/dev/receive', {method: 'POST', headers: {'Content-Type': 'application/json'},
+    body: JSON.stringify({text})});
+  const data = await r.json();
+  out.hidden = false;
+  out.textContent = r.ok ? `Sent by the sandbox as a signed webhook: ${JSON.stringify(data)}`
+                         : data.error.message;
+};
+refresh(); setInterval(refresh, 1000);
+"""
+
+
+async def inbox_page(request: Request) -> Response:
+    body = f"""
+<p>Conversations of Demo Agency from <code>instagram_list_conversations</code> (as the demo admin), refreshed
+every second. <strong>Receive a DM</strong> asks the sandbox to make a fake person DM your first connected
+account: it signs the exact bytes with the app secret and POSTs them to
+<code>/functions/v1/instagram-webhook</code>; the worker turns the stored delivery into a message.</p>
+<p><input id="text" value="Hi! Is the recruiting call still on? \u00e4\u00f6\u00fc \ud83d\ude00" size="50">
+<button id="receive">Receive a DM</button> <a href="/dev">connect</a> · <a href="/dev/status">status</a></p>
+<p id="out" class="note" hidden></p>
+<table><thead><tr><th>participant</th><th>last message</th><th>unread</th><th>at</th><th>lead</th></tr></thead>
+<tbody id="conversations"></tbody></table>
+<h2>Newest conversation</h2><ul id="messages"></ul>
+<script>{_INBOX_SCRIPT}</script>"""
+    return HTMLResponse(_PAGE.format(title="Instagram inbox — Demo Agency", body=body))
+
+
+def _json_default(value: object) -> str:
+    return value.isoformat() if isinstance(value, datetime) else str(value)
+
+
+async def inbox_data(request: Request) -> Response:
+    res = resources(request)
+    user = await _dev_user(request)
+    conversations = await rpc.list_conversations(res.db, user, imo_id=DEMO_IMO, limit=20)
+    messages = (
+        await rpc.list_messages(res.db, user, conversation_id=str(conversations[0]["id"]), limit=20)
+        if conversations
+        else []
+    )
+    payload = json.dumps({"conversations": conversations, "messages": messages}, default=_json_default)
+    return Response(payload, media_type="application/json")
+
+
+async def receive_dm(request: Request) -> Response:
+    """Ask the sandbox to DM the demo IMO's first live account (the sandbox POSTs the signed webhook here)."""
+    res = resources(request)
+    try:
+        body = json.loads(await read_capped(request, 16 * 1024) or b"{}")
+    except ValueError:
+        raise errors.BadRequestError("The request body must be JSON.", code="invalid_json") from None
+    text = str(body.get("text") or "Hello from the sandbox") if isinstance(body, dict) else "Hello"
+    accounts = [
+        row.instagram_business_account_id
+        for row in await res.service.status(user=await _dev_user(request), imo_id=DEMO_IMO)
+        if row.status in {"connected", "reauth_required", "error"}
+    ]
+    if not accounts:
+        raise errors.BadRequestError("Connect an Instagram account first (on /dev).", code="not_connected")
+    try:
+        answer = await res.http.post(
+            f"{res.settings.graph_base_url}/_sandbox/webhooks/send",
+            json={"kind": "message", "account_id": accounts[0], "text": text},
+        )
+    except Exception:
+        raise errors.MetaError("The sandbox did not answer.", code="sandbox_unavailable") from None
+    return JSONResponse(answer.json(), status_code=200 if answer.is_success else 502)
+
+
 def routes() -> list[Route]:
     return [
         Route("/dev", connect_page, methods=["GET"]),
         Route("/dev/status", status_page, methods=["GET"]),
         Route("/dev/disconnect", disconnect, methods=["POST"]),
+        Route("/dev/inbox", inbox_page, methods=["GET"]),
+        Route("/dev/inbox/data", inbox_data, methods=["GET"]),
+        Route("/dev/receive", receive_dm, methods=["POST"]),
     ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TypedDict
 
+import httpx
 from starlette.requests import Request
 
 from instagram_dm.auth import JWTVerifier
@@ -16,13 +17,15 @@ from instagram_dm.webhooks import DeliveryStore
 
 @dataclass(frozen=True)
 class Resources:
-    """The app's long-lived parts: settings, database port, service, JWT verifier, webhook delivery store."""
+    """The app's long-lived parts: settings, database port, service, JWT verifier, webhook delivery store,
+    and the outgoing HTTP client they share."""
 
     settings: Settings
     db: Database
     service: InstagramService
     verifier: JWTVerifier
     deliveries: DeliveryStore
+    http: httpx.AsyncClient
 
 
 class State(TypedDict):

@@ -40,7 +40,9 @@ wait_for() {
   echo "run: $2 did not come up at $1 (see .local/$2.log)" >&2; exit 1
 }
 
-"$BIN/instagram-dm" --env-file "$ENV_FILE" sandbox --port 54331 > .local/sandbox.log 2>&1 & pids+=($!)
+# The sandbox sends its signed webhook deliveries to this API.
+SANDBOX_WEBHOOK_URL=http://127.0.0.1:54330/functions/v1/instagram-webhook \
+  "$BIN/instagram-dm" --env-file "$ENV_FILE" sandbox --port 54331 > .local/sandbox.log 2>&1 & pids+=($!)
 wait_for http://127.0.0.1:54331/_sandbox/state sandbox
 # Demo: long-lived tokens last 5 days instead of 60, so a fresh connect is already due for refresh.
 "$BIN/python" -c "import httpx; httpx.post('http://127.0.0.1:54331/_sandbox/config', json={'long_lived_seconds': 432000}).raise_for_status()"
@@ -57,6 +59,8 @@ cat <<MSG
     worker                   pid ${pids[2]}
 
   Open http://127.0.0.1:54330/dev and press "Connect Instagram".
+  Then open http://127.0.0.1:54330/dev/inbox and press "Receive a DM": the sandbox signs a webhook
+  delivery and POSTs it to the API; the worker turns it into a conversation, a message and a lead.
   The sandbox issues 5-day tokens here, so a new connection is due for refresh at once:
     .venv/bin/instagram-dm --env-file $ENV_FILE refresh-now --all-due
   then reload /dev/status: last_refreshed_at moves, and since a 5-day token re-exchanged is still a

@@ -473,7 +473,8 @@ async def test_a_poison_delivery_fails_alone(
     async def settled() -> bool:
         return (
             await pg.fetchval(
-                "select count(*) from public.instagram_webhook_events where state in ('available', 'running', 'retryable')"
+                "select count(*) from public.instagram_webhook_events"
+                " where state in ('available', 'running', 'retryable')"
             )
             == 0
         )
