@@ -15,6 +15,7 @@ import pytest
 
 from instagram_dm.db.asyncpg_adapter import AsyncpgDatabase
 from instagram_dm.graph import GraphClient
+from tests.db import factories
 from tests.worker.conftest import KEY, all_finished, create_integrations, job_states, make_worker, run_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -125,3 +126,52 @@ async def test_a_worker_whose_keys_open_no_stored_row_exits_1_with_one_line(
     assert lines[0].startswith("instagram-dm worker: None of the 2 stored token rows")
     assert KEY not in stderr
     assert await job_states(pg) == {"available": 2}
+
+
+async def test_worker_killed_inside_a_webhook_batch_loses_nothing_and_stores_nothing_twice(
+    pg: asyncpg.Connection, db: AsyncpgDatabase, graph: GraphClient, sandbox: Any, database_url: str
+) -> None:
+    """A worker (and its database session) killed while its batch is being processed: the batch rolls back
+    whole; after the lease, another worker stores each message exactly once and counts it once."""
+    from tests.webhook_payloads import delivery, message
+    from tests.worker.test_webhooks import counts, ingest, integration, no_work_left, webhook_kinds
+
+    await integration(pg)
+    await pg.execute(
+        "insert into public.instagram_usage (imo_id, month) values ($1, '2025-12-01')", factories.DEMO_IMO
+    )
+    await ingest(db, *(delivery(message(f"m-{i}", sender=f"5{i % 4}", at=i)) for i in range(50)))
+    blocker = await asyncpg.connect(database_url)
+    lock = blocker.transaction()
+    await lock.start()
+    await blocker.execute(
+        "select * from public.instagram_usage where imo_id = $1 for update", factories.DEMO_IMO
+    )
+    proc = start_worker(database_url, sandbox, "--lease-seconds", "2", "--poll-interval", "0.1")
+    try:
+        backend = None
+        for _ in range(500):  # the batch is inside its transaction, waiting for the usage row
+            backend = await pg.fetchval(
+                """select pid from pg_stat_activity where wait_event_type = 'Lock'
+                   and query like '%instagram_webhook_complete_v1%'"""
+            )
+            if backend is not None:
+                break
+            await asyncio.sleep(0.02)
+        assert backend is not None, "the worker never reached the processing"
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=10) == -signal.SIGKILL
+        await pg.execute("select pg_terminate_backend($1)", backend)  # the machine is gone with it
+    finally:
+        await lock.rollback()
+        await blocker.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()
+    assert (await counts(pg))["messages"] == 0  # rolled back whole
+    await asyncio.sleep(2.1)  # the dead worker's leases expire
+    await run_until([make_worker(db, graph, kinds=webhook_kinds())], no_work_left(pg), timeout=20)
+    assert (await counts(pg))["messages"] == 50
+    assert (await counts(pg))["received"] == 50
