@@ -152,3 +152,34 @@ def test_dev_token_is_a_valid_user_jwt(good_env: dict[str, str]) -> None:
     assert result.returncode == 0
     claims = jwt.decode(result.stdout.strip(), JWT_SECRET, algorithms=["HS256"], audience="authenticated")
     assert claims["sub"] == DEMO_ADMIN and claims["role"] == "authenticated"
+
+
+async def test_webhooks_replay_queues_failed_deliveries(
+    good_env: dict[str, str], pg: asyncpg.Connection
+) -> None:
+    """`webhooks replay --failed --since T` queues the failed deliveries received since T and says how many."""
+    await pg.execute(
+        """insert into public.instagram_webhook_events (body, body_sha256, state, finalized_at, received_at)
+           select convert_to(n::text, 'utf8'), sha256(convert_to(n::text, 'utf8')),
+                  case when n <= 3 then 'failed' else 'completed' end, now(),
+                  case when n = 1 then now() - interval '3 days' else now() end
+           from generate_series(1, 5) n"""
+    )
+    since = "2000-01-01T00:00Z"
+    result = cli("webhooks", "replay", "--failed", "--since", since, env=good_env)
+    assert (result.returncode, result.stdout.strip()) == (0, "queued 3 deliveries for processing")
+    recent = cli("webhooks", "replay", "--since", "2099-01-01", env=good_env)
+    assert recent.stdout.strip() == "queued 0 deliveries for processing"
+    assert (
+        await pg.fetchval("select count(*) from public.instagram_webhook_events where state = 'available'")
+        == 3
+    )
+
+
+def test_webhooks_replay_with_a_bad_time_is_one_readable_line(good_env: dict[str, str]) -> None:
+    """An unparseable --since is one line naming the value and an example, exit 1, no traceback."""
+    result = cli("webhooks", "replay", "--since", "yesterday", env=good_env)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "instagram-dm webhooks: --since 'yesterday' is not an ISO 8601 time (e.g. 2026-12-01T00:00Z)"
+    ]

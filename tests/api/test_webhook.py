@@ -212,3 +212,14 @@ def test_signature_check_is_over_exact_bytes() -> None:
     reencoded = body.replace(b"\\u00e4", "ä".encode())
     assert not signature_valid(reencoded, sign(body), APP_SECRET)
     assert not signature_valid(body, sign(body), "")
+
+
+def test_receiver_refuses_to_start_without_the_app_secret(sandbox: Any, database_url: str, pg: Any) -> None:
+    """No INSTAGRAM_APP_SECRET: building the app fails with one line naming it (nothing could be verified)."""
+    from tests.fixtures.api import settings_env
+
+    settings = Settings.from_environ(
+        settings_env(sandbox.url, database_url, INSTAGRAM_APP_SECRET=""), env_file=None
+    )
+    with pytest.raises(errors.ConfigError, match="INSTAGRAM_APP_SECRET"):
+        create_app(settings)

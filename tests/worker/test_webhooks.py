@@ -610,3 +610,26 @@ async def test_existing_lead_with_the_username_is_linked_not_duplicated(
     await run_until([make_worker(db, graph, kinds=all_kinds(db, graph))], leads_settled(pg))
     assert await pg.fetchval("select count(*) from public.recruiting_leads") == 1
     assert await pg.fetchval("select recruiting_lead_id from public.instagram_conversations") == existing
+
+
+async def test_profile_is_fetched_once_and_again_after_a_day(
+    db: AsyncpgDatabase, graph: GraphClient, pg: asyncpg.Connection, routed: str
+) -> None:
+    """A new conversation queues one profile fetch; news within a day queue none; news after a day one more."""
+    fetches = "select count(*) from public.instagram_profile_fetches"
+    await ingest(db, delivery(message("m-1"), message("m-2", at=1)))
+    await process(db, graph, pg)
+    assert await pg.fetchval(fetches) == 1
+    await pg.execute(
+        """update public.instagram_profile_fetches set state = 'completed', finalized_at = now();
+           update public.instagram_conversations set participant_checked_at = now() - interval '2 hours'"""
+    )
+    await ingest(db, delivery(message("m-3", at=2)))
+    await process(db, graph, pg)
+    assert await pg.fetchval(fetches) == 1
+    await pg.execute(
+        "update public.instagram_conversations set participant_checked_at = now() - interval '25 hours'"
+    )
+    await ingest(db, delivery(message("m-4", at=3)))
+    await process(db, graph, pg)
+    assert await pg.fetchval(fetches) == 2
