@@ -7,7 +7,11 @@
     graph.py    Graph nodes and edges (``/me/accounts``, ``/{id}``, ``subscribed_apps``, ``debug_token``)
     fields.py   the ``fields=`` parser, nested expansion included
     faults.py   injected faults and latency (ASGI middleware)
-    control.py  ``/_sandbox/`` (reset, state, users, tokens, faults, latency, clock, dialog, config)
+    people.py   IGSIDs: made on first use, ``GET /{igsid}`` profiles, forced profile failures
+    control.py  ``/_sandbox/`` (reset, state, users, tokens, faults, latency, clock, dialog, config,
+                webhooks, people)
+    webhooks.py webhook deliveries built, encoded and signed like Meta's (pure; tests import it)
+    emitter.py  ``/_sandbox/webhooks/send``: plans deliveries and POSTs them to the webhook URL
 
 The state lives in memory (one uvicorn worker). See docs/sandbox.md.
 """

@@ -1,5 +1,6 @@
 """The control API under `/_sandbox/`: reset, inspect, create users, mint and revoke tokens, inject
-faults and latency, script the dialog, move the clock. JSON in, JSON out; never faulted or delayed.
+faults and latency, script the dialog, move the clock, send webhooks, shape people (IGSIDs).
+JSON in, JSON out; never faulted or delayed.
 """
 
 from __future__ import annotations
@@ -13,8 +14,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from sandbox.emitter import DEFAULT_SEED, WebhookUnreachable, check_url, plan_send, send
 from sandbox.fixtures import create_user, describe_user, parse_time
+from sandbox.people import apply_spec, looks_like_igsid, person, picture_png
 from sandbox.state import DialogScript, Fault, LatencyRule
+from sandbox.webhooks import igsid
 
 if TYPE_CHECKING:
     from sandbox.core import Sandbox
@@ -82,6 +86,7 @@ async def state_view(request: Request) -> Response:
             "page_size": state.page_size,
             "long_lived_reexchange": state.long_lived_reexchange,
             "require_appsecret_proof": state.require_appsecret_proof,
+            "webhook_url": state.webhook_url,
         },
         "calls": dict(state.calls),
         "total_calls": sandbox.total_calls,
@@ -97,6 +102,11 @@ async def state_view(request: Request) -> Response:
             "mode": state.dialog.mode,
             "user_id": state.dialog.user_id,
             "declined_scopes": sorted(state.dialog.declined_scopes),
+        },
+        "webhooks": {
+            "url": state.webhook_url,
+            "sent": state.webhooks_sent,
+            "last": state.webhook_log[-1] if state.webhook_log else None,
         },
     }
     if request.query_params.get("tokens") in {"1", "true"}:
@@ -296,14 +306,73 @@ async def config(request: Request) -> Response:
         if not 3600 <= seconds <= 90 * 86400:
             raise ControlError("long_lived_seconds must be between 3600 and 7776000")
         state.long_lived_ttl = seconds
+    if "webhook_url" in body:
+        state.webhook_url = check_url(body["webhook_url"])
     return JSONResponse(
         {
             "long_lived_reexchange": state.long_lived_reexchange,
             "long_lived_seconds": state.long_lived_ttl,
             "page_size": state.page_size,
             "require_appsecret_proof": state.require_appsecret_proof,
+            "webhook_url": state.webhook_url,
         }
     )
+
+
+async def webhooks_send(request: Request) -> Response:
+    sandbox = _sandbox(request)
+    plan = plan_send(sandbox.state, sandbox.config, await _object(request))
+    try:
+        result = await send(sandbox.state, plan, sandbox.config.app_secret)
+    except WebhookUnreachable as exc:
+        error = {"code": "webhook_unreachable", "message": exc.reason, "url": plan.url}
+        return JSONResponse({"error": error, **exc.result}, status_code=502)
+    return JSONResponse(result)
+
+
+async def webhooks_log(request: Request) -> Response:
+    state = _sandbox(request).state
+    return JSONResponse(
+        {"url": state.webhook_url, "sent": state.webhooks_sent, "deliveries": state.webhook_log}
+    )
+
+
+def _origin(request: Request) -> str:
+    return str(request.base_url).rstrip("/")
+
+
+def _person_id(spec: dict[str, Any]) -> str:
+    if spec.get("igsid"):
+        if not looks_like_igsid(str(spec["igsid"])):
+            raise ControlError("igsid must be 5 to 20 digits")
+        return str(spec["igsid"])
+    if spec.get("person") is not None:
+        return igsid(str(spec.get("seed", DEFAULT_SEED)), int(spec["person"]))
+    raise ControlError("give igsid, or person (and seed)")
+
+
+async def people(request: Request) -> Response:
+    state = _sandbox(request).state
+    body = await _body(request)
+    specs = body.get("people") if isinstance(body, dict) and "people" in body else body
+    items = specs if isinstance(specs, list) else [specs]
+    out = []
+    for spec in items:
+        if not isinstance(spec, dict):
+            raise ControlError("a person spec must be an object")
+        out.append(apply_spec(state, _person_id(spec), _origin(request), spec).public())
+    return JSONResponse({"people": out} if isinstance(specs, list) else out[0])
+
+
+async def person_detail(request: Request) -> Response:
+    if not looks_like_igsid(request.path_params["igsid"]):
+        return JSONResponse({"error": {"code": "not_found", "message": "not an IGSID"}}, status_code=404)
+    rec = person(_sandbox(request).state, request.path_params["igsid"], _origin(request))
+    return JSONResponse(rec.public())
+
+
+async def person_picture(request: Request) -> Response:
+    return Response(picture_png(request.path_params["igsid"]), media_type="image/png")
 
 
 def control_routes() -> list[Route]:
@@ -321,4 +390,9 @@ def control_routes() -> list[Route]:
         Route("/_sandbox/clock", _handles_errors(clock), methods=["POST"]),
         Route("/_sandbox/dialog", _handles_errors(dialog), methods=["POST"]),
         Route("/_sandbox/config", _handles_errors(config), methods=["POST"]),
+        Route("/_sandbox/webhooks/send", _handles_errors(webhooks_send), methods=["POST"]),
+        Route("/_sandbox/webhooks", _handles_errors(webhooks_log), methods=["GET"]),
+        Route("/_sandbox/people", _handles_errors(people), methods=["POST"]),
+        Route("/_sandbox/people/{igsid}", _handles_errors(person_detail), methods=["GET"]),
+        Route("/_sandbox/people/{igsid}/picture.png", person_picture, methods=["GET"]),
     ]

@@ -1,5 +1,7 @@
 """Graph nodes and edges: ``/debug_token``, ``/me``, ``/me/accounts``, ``/{id}`` (Page, Instagram
-account, IGSID, user) and ``/{page-id}/subscribed_apps``, with Meta's permission checks.
+account, IGSID, user) and ``/{page-id}/subscribed_apps``, with Meta's permission checks. An all-digit id
+that is none of the others is an IGSID when asked with a Page token (a person made on first use,
+sandbox/people.py).
 
 A Page's ``instagram_business_account`` is absent when no Instagram account is linked to it, and can
 be expanded in place (``instagram_business_account{id,username,profile_picture_url}``), on
@@ -16,6 +18,7 @@ from starlette.routing import Route
 
 from sandbox.core import Params, Sandbox, graph_route
 from sandbox.fields import check_fields, parse_fields
+from sandbox.people import looks_like_igsid, person, person_node
 from sandbox.state import (
     PAGE_WEBHOOK_FIELDS,
     GraphFailure,
@@ -198,30 +201,17 @@ async def node(sandbox: Sandbox, request: Request, params: Params) -> dict[str, 
             raise sandbox.unsupported(node_id)
         sandbox.need_scope(rec, "instagram_basic")
         return ig_node(sandbox, node_id, fields or {"id": None})
-    igsid = state.ig_users.get(node_id)
-    if igsid is not None:
-        if rec.kind != "page":
-            raise GraphFailure("(#210) A page access token is required to request this resource.", code=210)
-        sandbox.need_scope(rec, "instagram_manage_messages")
-        wanted = fields or {"name": None, "profile_pic": None, "id": None}
-        check_fields(wanted, "IGSID")
-        values: dict[str, Any] = {
-            "username": igsid.username,
-            "name": igsid.name,
-            "profile_pic": igsid.profile_pic,
-            "follower_count": 87,
-            "is_verified_user": False,
-            "is_user_follow_business": True,
-            "is_business_follow_user": False,
-        }
-        out = {k: values[k] for k in wanted if k != "id"}
-        out["id"] = igsid.id
-        return out
+    known = state.ig_users.get(node_id)
+    if known is not None:
+        return person_node(sandbox, rec, known, fields)
     user = state.users.get(node_id)
     if user is not None and rec.kind != "page" and rec.user_id == user.id:
         wanted = fields or {"name": None, "id": None}
         check_fields(wanted, "User")
         return {"name": user.name, "id": user.id} if "name" in wanted else {"id": user.id}
+    if user is None and rec.kind == "page" and looks_like_igsid(node_id):
+        # Any other numeric id seen with a Page token is a person who wrote to the account.
+        return person_node(sandbox, rec, person(state, node_id, str(request.base_url)), fields)
     raise sandbox.unsupported(node_id)
 
 

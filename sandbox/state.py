@@ -49,6 +49,8 @@ ReexchangeMode = Literal["extend", "keep_expiry"]
 DialogMode = Literal["approve", "deny", "interactive"]
 
 DAY = 86_400
+DEFAULT_WEBHOOK_URL = "http://127.0.0.1:54330/functions/v1/instagram-webhook"
+WEBHOOK_LOG_LIMIT = 500  # deliveries kept for `GET /_sandbox/webhooks`; older ones are dropped
 
 
 @dataclass
@@ -68,15 +70,20 @@ class SandboxConfig:
     allowed_redirect_uris: tuple[str, ...] = ()  # empty: any http(s) URI
     timeout_seconds: float = 30.0
     default_fixtures: bool = True
+    # Where `POST /_sandbox/webhooks/send` delivers (the CRM's webhook Edge Function under `make run`).
+    webhook_url: str = DEFAULT_WEBHOOK_URL
+    webhook_timeout_seconds: float = 10.0
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> SandboxConfig:
-        """App id/secret from INSTAGRAM_APP_ID / INSTAGRAM_APP_SECRET when set (so `.env` works as is)."""
+        """App id/secret from INSTAGRAM_APP_ID / INSTAGRAM_APP_SECRET when set (so `.env` works as is),
+        the webhook URL from SANDBOX_WEBHOOK_URL."""
         env = dict(os.environ if environ is None else environ)
         base = cls()
         return cls(
             app_id=env.get("INSTAGRAM_APP_ID", "").strip() or base.app_id,
             app_secret=env.get("INSTAGRAM_APP_SECRET", "").strip() or base.app_secret,
+            webhook_url=env.get("SANDBOX_WEBHOOK_URL", "").strip() or base.webhook_url,
         )
 
     @property
@@ -95,6 +102,7 @@ class GraphFailure(Exception):  # a Graph answer, not a Python failure
         subcode: int | None = None,
         type: str = "OAuthException",  # Meta's field name
         status: int = 400,
+        is_transient: bool | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -102,11 +110,14 @@ class GraphFailure(Exception):  # a Graph answer, not a Python failure
         self.subcode = subcode
         self.type = type
         self.status = status
+        self.is_transient = is_transient
 
     def envelope(self) -> dict[str, Any]:
         error: dict[str, Any] = {"message": self.message, "type": self.type, "code": self.code}
         if self.subcode is not None:
             error["error_subcode"] = self.subcode
+        if self.is_transient is not None:
+            error["is_transient"] = self.is_transient
         error["fbtrace_id"] = trace_id()
         return {"error": error}
 
@@ -143,11 +154,44 @@ class InstagramAccountRec:
 
 
 @dataclass
+class ProfileFailure:
+    """How the profile lookup of one person fails (`POST /_sandbox/people`); `remaining` -1 = always."""
+
+    http_status: int
+    code: int
+    subcode: int | None
+    message: str
+    is_transient: bool | None
+    remaining: int = -1
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "http_status": self.http_status,
+            "code": self.code,
+            "subcode": self.subcode,
+            "message": self.message,
+            "remaining": self.remaining,
+        }
+
+
+@dataclass
 class InstagramUserRec:
+    """A person (IGSID) whose profile `GET /{igsid}` answers."""
+
     id: str
     username: str
     name: str
     profile_pic: str
+    failure: ProfileFailure | None = None
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "username": self.username,
+            "name": self.name,
+            "profile_pic": self.profile_pic,
+            "failure": None if self.failure is None else self.failure.public(),
+        }
 
 
 @dataclass
@@ -299,6 +343,10 @@ class State:
     long_lived_reexchange: ReexchangeMode = "extend"
     long_lived_ttl: int = 60 * DAY
     require_appsecret_proof: bool = True
+    webhook_url: str = DEFAULT_WEBHOOK_URL
+    webhook_log: list[dict[str, Any]] = field(default_factory=list)
+    webhooks_sent: int = 0
+    webhook_counters: Counter[str] = field(default_factory=Counter)  # mids used per seed
 
     def __post_init__(self) -> None:
         self.reset()
@@ -320,8 +368,11 @@ class State:
             self.subscriptions,
         ):
             table.clear()
-        for counter in (self.calls, self.exchanges, self.code_exchanges, self.issued):
+        for counter in (self.calls, self.exchanges, self.code_exchanges, self.issued, self.webhook_counters):
             counter.clear()
+        self.webhook_log.clear()
+        self.webhooks_sent = 0
+        self.webhook_url = self.config.webhook_url
         self.faults.clear()
         self.latency.clear()
         self.dialog = DialogScript()
