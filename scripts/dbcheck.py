@@ -37,7 +37,10 @@ ACCEPTED = {
     "policy denies anon and authenticated, as intended; only service_role and security-definer RPCs use it",
     ("rls_enabled_no_policy", "public.instagram_page_unsubscriptions"): "service-only table (queue of "
     "Page unsubscribes, holds a token): RLS on and no policy denies the API roles, as intended",
-    ("rls_enabled_no_policy", "public.instagram_webhook_events"): "service-only table (Meta's raw deliveries, "
+    (
+        "rls_enabled_no_policy",
+        "public.instagram_webhook_events",
+    ): "service-only table (Meta's raw deliveries, "
     "every IMO's DMs together): RLS on and no policy denies the API roles; the app reads messages instead",
     ("rls_enabled_no_policy", "public.instagram_profile_fetches"): "service-only table (queue of profile "
     "fetches): RLS on and no policy denies the API roles, as intended",

@@ -556,7 +556,7 @@ async def test_each_new_person_becomes_one_lead(
 ) -> None:
     """50 people, 1,000 messages, delivered twice: 50 leads with lead_source instagram, linked both ways."""
     _, account = connected
-    items = [message(f"m-{i}", sender=f"60{i % 50:03d}", at=i, account=account) for i in range(1000)]
+    items = [message(f"m-{i}", sender=f"99{i % 50:014d}", at=i, account=account) for i in range(1000)]
     await ingest(db, delivery(*items, account=account))
     await ingest(db, {"object": "instagram", "entry": [{"id": account, "time": T0 + 1, "messaging": items}]})
     worker = make_worker(db, graph, kinds=all_kinds(db, graph))
@@ -574,7 +574,7 @@ async def test_lead_is_named_from_the_profile(
 ) -> None:
     """The participant's profile (name, username, picture) names the conversation and the new lead."""
     _, account = connected
-    await ingest(db, delivery(message("m-1", sender="6100", account=account), account=account))
+    await ingest(db, delivery(message("m-1", sender="9900000000006100", account=account), account=account))
     await run_until([make_worker(db, graph, kinds=all_kinds(db, graph))], leads_settled(pg))
     conv = await pg.fetchrow("select * from public.instagram_conversations")
     assert conv["participant_username"] and conv["participant_checked_at"] is not None
@@ -590,7 +590,7 @@ async def test_existing_lead_with_the_username_is_linked_not_duplicated(
 ) -> None:
     """A lead of the IMO with the person's Instagram username gets the conversation; no second lead."""
     _, account = connected
-    await ingest(db, delivery(message("m-1", sender="6200", account=account), account=account))
+    await ingest(db, delivery(message("m-1", sender="9900000000006200", account=account), account=account))
     await run_until([make_worker(db, graph, kinds=all_kinds(db, graph))], leads_settled(pg))
     username = await pg.fetchval("select participant_username from public.instagram_conversations")
     await pg.execute("delete from public.recruiting_leads")
