@@ -137,7 +137,7 @@ async def inbox_page(request: Request) -> Response:
 every second. <strong>Receive a DM</strong> asks the sandbox to make a fake person DM your first connected
 account: it signs the exact bytes with the app secret and POSTs them to
 <code>/functions/v1/instagram-webhook</code>; the worker turns the stored delivery into a message.</p>
-<p><input id="text" value="Hi! Is the recruiting call still on? \u00e4\u00f6\u00fc \ud83d\ude00" size="50">
+<p><input id="text" value="Hi! Is the recruiting call still on? äöü 😀" size="50">
 <button id="receive">Receive a DM</button> <a href="/dev">connect</a> · <a href="/dev/status">status</a></p>
 <p id="out" class="note" hidden></p>
 <table><thead><tr><th>participant</th><th>last message</th><th>unread</th><th>at</th><th>lead</th></tr></thead>

@@ -1,0 +1,61 @@
+"""The development inbox over real HTTP, as `make run` wires it: "receive a DM" has the sandbox sign and
+POST a webhook to the API; the worker processes it; the inbox page's data shows the new conversation."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from api.app import create_app
+from instagram_dm.db.asyncpg_adapter import AsyncpgDatabase
+from instagram_dm.graph import GraphClient
+from instagram_dm.settings import Settings
+from tests.fixtures.api import FAST_RETRY, settings_env
+from tests.fixtures.servers import serve_in_thread
+from tests.worker.conftest import KEY, create_integrations, make_worker, run_until
+from tests.worker.test_webhooks import all_kinds, leads_settled
+
+
+@pytest.fixture
+def dev_api(sandbox: Any, database_url: str, pg: Any) -> Iterator[str]:
+    """The API in development mode on a real port; the sandbox sends its webhooks there."""
+    env = settings_env(
+        sandbox.url, database_url, INSTAGRAM_DM_ENV="development", INSTAGRAM_TOKEN_ENCRYPTION_KEY=KEY
+    )
+    app = create_app(Settings.from_environ(env, env_file=None), graph_retry=FAST_RETRY)
+    with serve_in_thread(app, lifespan="on") as url:
+        sandbox.configure(webhook_url=f"{url}/functions/v1/instagram-webhook")
+        yield url
+
+
+async def test_receive_a_dm_shows_up_in_the_dev_inbox(
+    dev_api: str, sandbox: Any, pg: asyncpg.Connection, db: AsyncpgDatabase, graph_client: GraphClient
+) -> None:
+    """The button's call makes the sandbox deliver a signed DM; after processing the inbox lists it with a lead."""
+    await create_integrations(pg, sandbox, 1)
+    async with httpx.AsyncClient(base_url=dev_api, timeout=10) as http:
+        page = await http.get("/dev/inbox")
+        assert page.status_code == 200 and "Receive a DM" in page.text
+        sent = await http.post("/dev/receive", json={"text": "Grüße aus dem Sandbox 😀"})
+        assert sent.status_code == 200, sent.text
+        assert sent.json()["statuses"] == [200]
+        await run_until(
+            [make_worker(db, graph_client, kinds=all_kinds(db, graph_client))], leads_settled(pg), timeout=20
+        )
+        data = (await http.get("/dev/inbox/data")).json()
+    [conversation] = data["conversations"]
+    assert conversation["last_message_preview"] == "Grüße aus dem Sandbox 😀"
+    assert conversation["recruiting_lead_id"] is not None
+    assert [m["text"] for m in data["messages"]] == ["Grüße aus dem Sandbox 😀"]
+
+
+async def test_receive_a_dm_without_a_connected_account_says_so(dev_api: str) -> None:
+    """With nothing connected the button's call is a readable 400, not a sandbox error."""
+    async with httpx.AsyncClient(base_url=dev_api, timeout=10) as http:
+        response = await http.post("/dev/receive", json={})
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "not_connected"
