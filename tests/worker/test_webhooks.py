@@ -633,3 +633,32 @@ async def test_profile_is_fetched_once_and_again_after_a_day(
     await ingest(db, delivery(message("m-4", at=3)))
     await process(db, graph, pg)
     assert await pg.fetchval(fetches) == 2
+
+
+async def test_a_profile_meta_refuses_still_gives_the_person_a_lead(
+    db: AsyncpgDatabase, graph: GraphClient, pg: asyncpg.Connection, connected: Any, sandbox: Any
+) -> None:
+    """Meta refuses the profile (100/2534014): the message is stored, the lead is made without a name."""
+    _, account = connected
+    sandbox.control("POST", "people", {"igsid": "9900000000006300", "fail": {}})
+    await ingest(
+        db, delivery(message("m-1", "hello", sender="9900000000006300", account=account), account=account)
+    )
+    await run_until([make_worker(db, graph, kinds=all_kinds(db, graph))], leads_settled(pg))
+    fetch = await pg.fetchrow("select state, last_error_code from public.instagram_profile_fetches")
+    assert (fetch["state"], fetch["last_error_code"]) == ("completed", "meta_invalid_request")
+    lead = await pg.fetchrow("select * from public.recruiting_leads where lead_source::text = 'instagram'")
+    assert (lead["first_name"], lead["instagram_username"]) == ("Instagram contact", None)
+    assert (await counts(pg))["messages"] == 1
+
+
+async def test_the_same_delivery_stored_ten_times_at_once_is_one_message(
+    db: AsyncpgDatabase, graph: GraphClient, pg: asyncpg.Connection, routed: str
+) -> None:
+    """Ten concurrent stores of the same bytes: one row, one message, counted once."""
+    body = encode(delivery(message("m-ten", "only once")))
+    await asyncio.gather(*(rpc.webhook_ingest(db, bodies=[body]) for _ in range(10)))
+    await process(db, graph, pg)
+    assert len(await events(pg)) == 1
+    assert (await counts(pg))["messages"] == 1
+    assert (await counts(pg))["received"] == 1
