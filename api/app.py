@@ -96,13 +96,13 @@ def create_app(
         Route("/functions/v1/instagram-oauth-init", routes.oauth_init, methods=["POST"]),
         Route("/functions/v1/instagram-oauth-callback", routes.oauth_callback, methods=["GET"]),
         Route("/functions/v1/instagram-webhook", webhook.verify, methods=["GET"]),
-        Route("/functions/v1/instagram-webhook", webhook.receive, methods=["POST"]),
         Route("/healthz", routes.healthz, methods=["GET"]),
         Route("/readyz", routes.readyz, methods=["GET"]),
     ]
     if settings.is_development:
         route_list += dev.routes()
     middleware = [
+        Middleware(webhook.WebhookReceiver),  # POST deliveries: first, past none of the others
         Middleware(ServerTimingMiddleware),
         Middleware(
             CORSMiddleware,

@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import os
 
+from starlette.applications import Starlette
+
+from instagram_dm import logs
 from instagram_dm.settings import Settings
+
+# With --workers > 1 uvicorn starts each process from an import string: the env file travels in the
+# environment, and every process builds (and validates) its own app from it.
+_ENV_FILE = "INSTAGRAM_DM_API_ENV_FILE"
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     api = sub.add_parser("api", help="serve the HTTP API (OAuth init/callback, webhooks, health)")
     api.add_argument("--host", default="127.0.0.1")
     api.add_argument("--port", type=int, default=54330)
+    api.add_argument(
+        "--workers", type=int, default=1, help="uvicorn worker processes (default 1; each has its own pool)"
+    )
     api.set_defaults(func=run_api)
 
     sandbox = sub.add_parser("sandbox", help="serve the local Meta stand-in (OAuth dialog + Graph API)")
@@ -19,13 +30,35 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sandbox.set_defaults(func=run_sandbox)
 
 
+def app_from_environ() -> Starlette:
+    """The app of one worker process (uvicorn's factory when --workers > 1)."""
+    from api.app import create_app
+
+    settings = Settings.from_environ(env_file=os.environ.get(_ENV_FILE, ".env"))
+    logs.configure(settings.log_level)
+    return create_app(settings)
+
+
 def run_api(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     from api.app import create_app
 
     app = create_app(settings)  # validates settings before binding the port
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False, lifespan="on")
+    if args.workers > 1:
+        os.environ[_ENV_FILE] = args.env_file
+        uvicorn.run(
+            "cli.serve:app_from_environ",
+            factory=True,
+            workers=args.workers,
+            host=args.host,
+            port=args.port,
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+        )
+    else:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False, lifespan="on")
     return 0
 
 

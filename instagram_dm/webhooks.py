@@ -54,10 +54,15 @@ def handshake_challenge(params: Mapping[str, str], verify_token: str) -> str | N
     return challenge if challenge else None
 
 
-def _consume(future: asyncio.Future[None]) -> None:
-    """Read a late outcome nobody waits for any more (so asyncio does not report it as lost)."""
-    if not future.cancelled():
-        future.exception()
+def _expire(future: asyncio.Future[None]) -> None:
+    """The timeout: the insert may still commit (Meta delivers again and the hash makes the repeat a no-op),
+    but the request stops waiting for it."""
+    if not future.done():
+        future.set_exception(
+            errors.DatabaseUnavailableError(
+                "The delivery could not be stored in time; Meta will deliver it again."
+            )
+        )
 
 
 class DeliveryStore:
@@ -79,17 +84,16 @@ class DeliveryStore:
     async def store(self, body: bytes) -> None:
         """Return once `body` is committed (or was already stored); DatabaseUnavailableError when the database
         does not answer within the timeout or refuses the insert."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        # One timer per request, not wait_for + shield (a task and two futures each, on the hot path).
+        timer = loop.call_later(self._timeout, _expire, future)
         self._pending.append((body, future))
         self._start_inserts()
         try:
-            await asyncio.wait_for(asyncio.shield(future), timeout=self._timeout)
-        except TimeoutError:
-            # The insert may still commit: Meta delivers again and the hash makes the repeat a no-op.
-            future.add_done_callback(_consume)
-            raise errors.DatabaseUnavailableError(
-                "The delivery could not be stored in time; Meta will deliver it again."
-            ) from None
+            await future
+        finally:
+            timer.cancel()
 
     def _start_inserts(self) -> None:
         while self._pending and len(self._in_flight) < self._max_in_flight:
