@@ -594,8 +594,35 @@ grant execute on function public.instagram_profile_release_v1(text, bigint[]) to
 
 /** --- Section: processing deliveries (kind `webhooks`) --- */
 
+create type instagram_private.webhook_item as (
+  event_id bigint,
+  position text,           -- entry.container.index, for the reasons in a delivery's outcome
+  seq bigint,              -- the item's order in the batch
+  account_id text,
+  integration_id uuid,     -- null: no live integration has the account (unroutable)
+  imo_id uuid,
+  kind text,               -- message | echo | unsend | reaction | read | postback | edit | referral | unknown | invalid
+  reason text,
+  igsid text,              -- the participant: whichever of sender and recipient is not the account
+  direction text,
+  mid text,
+  sent_at timestamptz,     -- Meta's timestamp (else the entry's time)
+  text text,
+  attachments jsonb,
+  reply_to jsonb,
+  metadata jsonb,
+  message_type text,
+  action text,
+  reaction text,
+  emoji text,
+  num_edit integer,
+  referral jsonb
+);
+comment on type instagram_private.webhook_item is
+  'One messaging / standby / changes item of a delivery, typed and routed (see webhook_items).';
+
 create or replace function instagram_private.webhook_items(p_docs jsonb)
-returns jsonb
+returns instagram_private.webhook_item[]
 language sql
 stable
 set search_path = ''
@@ -660,48 +687,59 @@ as $$
         r.item -> 'message_edit', '{}'::jsonb) as body
     from raw_items r left join routes rt on rt.account_id = r.account_id
   )
-  select coalesce(jsonb_agg(jsonb_build_object(
-    'event_id', t.event_id,
-    'position', t.entry_ord::text || '.' || t.src || '.' || t.ord::text,
-    'seq', t.seq,
-    'account_id', t.account_id,
-    'integration_id', t.integration_id,
-    'imo_id', t.imo_id,
-    'kind', case
+  select coalesce(array_agg(row(
+    t.event_id,
+    t.entry_ord::text || '.' || t.src || '.' || t.ord::text,
+    t.seq,
+    t.account_id,
+    t.integration_id,
+    t.imo_id,
+    case
       when t.kind in ('unknown', 'invalid') then t.kind
       when t.account_id is null or t.sender is null or t.recipient is null or t.sender = t.recipient
         or length(t.sender) not between 1 and 128 or length(t.recipient) not between 1 and 128 then 'invalid'
-      when t.kind in ('message', 'echo', 'unsend', 'reaction', 'postback', 'edit')
+      when t.kind in ('message', 'echo', 'unsend', 'reaction', 'edit')
         and (jsonb_typeof(t.body -> 'mid') is distinct from 'string' or length(t.body ->> 'mid') not between 1 and 512)
-        and t.kind <> 'postback' then 'invalid'
+        then 'invalid'
       else t.kind end,
-    'reason', case
+    case
       when t.kind = 'unknown' and t.field is not null then 'unknown_field:' || left(t.field, 40)
       when t.kind = 'unknown' then 'unknown_kind'
-      else null end,
-    'igsid', case when t.sender = t.account_id then t.recipient else t.sender end,
-    'direction', case when t.sender = t.account_id or t.kind = 'echo' then 'outbound' else 'inbound' end,
-    'mid', case when jsonb_typeof(t.body -> 'mid') = 'string' then t.body ->> 'mid' end,
-    'sent_at', t.sent_at,
-    'text', case when jsonb_typeof(t.body -> 'text') = 'string' then t.body ->> 'text'
-                 when t.kind = 'postback' and jsonb_typeof(t.body -> 'title') = 'string' then t.body ->> 'title' end,
-    'attachments', case when jsonb_typeof(t.body -> 'attachments') = 'array' then t.body -> 'attachments'
-                        else '[]'::jsonb end,
-    'reply_to', case when jsonb_typeof(t.body -> 'reply_to') = 'object' then t.body -> 'reply_to' end,
-    'metadata', jsonb_strip_nulls(jsonb_build_object(
+      end,
+    case when t.sender = t.account_id then t.recipient else t.sender end,
+    case when t.sender = t.account_id or t.kind = 'echo' then 'outbound' else 'inbound' end,
+    case when jsonb_typeof(t.body -> 'mid') = 'string' and length(t.body ->> 'mid') <= 512 then t.body ->> 'mid' end,
+    t.sent_at,
+    case when jsonb_typeof(t.body -> 'text') = 'string' then t.body ->> 'text'
+         when t.kind = 'postback' and jsonb_typeof(t.body -> 'title') = 'string' then t.body ->> 'title' end,
+    case when jsonb_typeof(t.body -> 'attachments') = 'array' then t.body -> 'attachments' else '[]'::jsonb end,
+    case when jsonb_typeof(t.body -> 'reply_to') = 'object' then t.body -> 'reply_to' end,
+    case when t.kind in ('message', 'echo', 'postback') then jsonb_strip_nulls(jsonb_build_object(
       'quick_reply', case when jsonb_typeof(t.body -> 'quick_reply') = 'object' then t.body -> 'quick_reply' end,
       'referral', coalesce(case when jsonb_typeof(t.body -> 'referral') = 'object' then t.body -> 'referral' end,
                            case when jsonb_typeof(t.item -> 'referral') = 'object' then t.item -> 'referral' end),
       'postback', case when t.kind = 'postback' then t.body end,
       'is_unsupported', case when t.body -> 'is_unsupported' = 'true'::jsonb then true end,
       'origin', case when t.kind = 'echo' then 'echo' end,
-      'standby', case when t.src = 'standby' then true end)),
-    'action', case when t.body ->> 'action' = 'unreact' then 'unreact' else 'react' end,
-    'reaction', case when jsonb_typeof(t.body -> 'reaction') = 'string' then left(t.body ->> 'reaction', 40) end,
-    'emoji', case when jsonb_typeof(t.body -> 'emoji') = 'string' then left(t.body ->> 'emoji', 40) end,
-    'num_edit', case when t.body ->> 'num_edit' ~ '^[0-9]{1,6}$' then (t.body ->> 'num_edit')::integer end,
-    'referral', case when jsonb_typeof(t.item -> 'referral') = 'object' then t.item -> 'referral' end
-  ) order by t.event_id, t.entry_ord, t.src, t.ord), '[]'::jsonb)
+      'standby', case when t.src = 'standby' then true end)) end,
+    -- the message type: unsupported, postback, the first attachment's type, a story reply, or text
+    case
+      when t.body -> 'is_unsupported' = 'true'::jsonb then 'unsupported'
+      when t.kind = 'postback' then 'postback'
+      when jsonb_typeof(t.body -> 'attachments') = 'array' and jsonb_array_length(t.body -> 'attachments') > 0 then
+        case t.body -> 'attachments' -> 0 ->> 'type'
+          when 'image' then 'image' when 'video' then 'video' when 'audio' then 'audio' when 'file' then 'file'
+          when 'share' then 'share' when 'story_mention' then 'story_mention'
+          when 'ig_reel' then 'reel' when 'reel' then 'reel'
+          else 'unsupported' end
+      when jsonb_typeof(t.body -> 'reply_to') = 'object' and t.body -> 'reply_to' ? 'story' then 'story_reply'
+      else 'text' end,
+    case when t.body ->> 'action' = 'unreact' then 'unreact' else 'react' end,
+    case when jsonb_typeof(t.body -> 'reaction') = 'string' then left(t.body ->> 'reaction', 40) end,
+    case when jsonb_typeof(t.body -> 'emoji') = 'string' then left(t.body ->> 'emoji', 40) end,
+    case when t.body ->> 'num_edit' ~ '^[0-9]{1,6}$' then (t.body ->> 'num_edit')::integer end,
+    case when jsonb_typeof(t.item -> 'referral') = 'object' then t.item -> 'referral' end
+  )::instagram_private.webhook_item order by t.seq), '{}')
   from typed t
 $$;
 comment on function instagram_private.webhook_items(jsonb) is
@@ -709,39 +747,6 @@ comment on function instagram_private.webhook_items(jsonb) is
   'edit, referral, unknown, invalid) with their participant, direction, Meta timestamp and route.';
 revoke all on function instagram_private.webhook_items(jsonb) from public, anon, authenticated;
 grant execute on function instagram_private.webhook_items(jsonb) to service_role;
-
-create or replace function instagram_private.message_type_of(p_item jsonb)
-returns public.instagram_message_type
-language plpgsql
-immutable
-set search_path = ''
-as $$
-declare
-  v_type text;
-begin
-  if p_item -> 'metadata' -> 'is_unsupported' = 'true'::jsonb then
-    return 'unsupported'::public.instagram_message_type;
-  elsif p_item ->> 'kind' = 'postback' then
-    return 'postback'::public.instagram_message_type;
-  end if;
-  v_type := p_item -> 'attachments' -> 0 ->> 'type';
-  if v_type is null then
-    if p_item -> 'reply_to' ? 'story' then
-      return 'story_reply'::public.instagram_message_type;
-    end if;
-    return 'text'::public.instagram_message_type;
-  end if;
-  return (case v_type
-    when 'image' then 'image' when 'video' then 'video' when 'audio' then 'audio' when 'file' then 'file'
-    when 'share' then 'share' when 'story_mention' then 'story_mention'
-    when 'ig_reel' then 'reel' when 'reel' then 'reel'
-    else 'unsupported' end)::public.instagram_message_type;
-end
-$$;
-comment on function instagram_private.message_type_of(jsonb) is
-  'The message_type of a webhook item: its first attachment''s type, story_reply, postback, unsupported or text.';
-revoke all on function instagram_private.message_type_of(jsonb) from public, anon, authenticated;
-grant execute on function instagram_private.message_type_of(jsonb) to service_role;
 
 create or replace function instagram_private.webhook_process(p_worker text, p_event_ids bigint[])
 returns integer
@@ -752,7 +757,7 @@ set jit = off  -- jsonb set functions look costly to the planner; compiling them
 as $$
 declare
   v_docs jsonb;
-  v_items jsonb;
+  v_items instagram_private.webhook_item[];
   v_new uuid[];
   v_held integer;
 begin
@@ -797,7 +802,7 @@ begin
   -- Conversations: one per (integration, participant); new ones queue a profile fetch.
   with wanted as (
     select distinct i.integration_id, i.imo_id, i.igsid
-    from jsonb_to_recordset(v_items) as i(integration_id uuid, imo_id uuid, igsid text, kind text)
+    from unnest(v_items) as i
     where i.integration_id is not null and i.kind in ('message', 'echo', 'postback', 'referral')
     order by i.integration_id, i.igsid
   ), created as (
@@ -814,10 +819,9 @@ begin
     text, attachments, status, reply_to, metadata, sent_at)
   select distinct on (i.mid)
     c.id, c.imo_id, i.mid, i.direction::public.instagram_message_direction,
-    instagram_private.message_type_of(to_jsonb(i)), i.text, i.attachments,
+    i.message_type::public.instagram_message_type, i.text, i.attachments,
     'sent'::public.instagram_message_status, i.reply_to, i.metadata, i.sent_at
-  from jsonb_to_recordset(v_items) as i(integration_id uuid, igsid text, kind text, mid text, direction text,
-    text text, attachments jsonb, reply_to jsonb, metadata jsonb, sent_at timestamptz)
+  from unnest(v_items) as i
   join public.instagram_conversations c on c.integration_id = i.integration_id and c.participant_igsid = i.igsid
   where i.kind in ('message', 'echo', 'postback') and i.mid is not null
   order by i.mid, i.sent_at
@@ -829,8 +833,7 @@ begin
   select distinct on (i.event_id, i.position)
     c.id, c.imo_id, 'postback:' || i.event_id::text || ':' || i.position, 'inbound', 'postback'::text::public.instagram_message_type,
     i.text, 'sent', i.metadata, i.sent_at
-  from jsonb_to_recordset(v_items) as i(event_id bigint, position text, integration_id uuid, igsid text,
-    kind text, mid text, text text, metadata jsonb, sent_at timestamptz)
+  from unnest(v_items) as i
   join public.instagram_conversations c on c.integration_id = i.integration_id and c.participant_igsid = i.igsid
   where i.kind = 'postback' and i.mid is null
   order by i.event_id, i.position
@@ -840,7 +843,7 @@ begin
   update public.instagram_messages m set deleted_at = x.sent_at
   from (
     select distinct on (i.mid) i.mid, i.integration_id, i.igsid, i.sent_at
-    from jsonb_to_recordset(v_items) as i(integration_id uuid, igsid text, kind text, mid text, sent_at timestamptz)
+    from unnest(v_items) as i
     where i.kind = 'unsend' order by i.mid, i.sent_at
   ) x
   join public.instagram_conversations c on c.integration_id = x.integration_id and c.participant_igsid = x.igsid
@@ -851,8 +854,7 @@ begin
     text = x.text, edit_count = greatest(m.edit_count, coalesce(x.num_edit, m.edit_count + 1)), edited_at = x.sent_at
   from (
     select distinct on (i.mid) i.mid, i.integration_id, i.igsid, i.text, i.num_edit, i.sent_at
-    from jsonb_to_recordset(v_items) as i(integration_id uuid, igsid text, kind text, mid text, text text,
-      num_edit integer, sent_at timestamptz)
+    from unnest(v_items) as i
     where i.kind = 'edit' order by i.mid, i.num_edit desc nulls last, i.sent_at desc
   ) x
   join public.instagram_conversations c on c.integration_id = x.integration_id and c.participant_igsid = x.igsid
@@ -864,8 +866,7 @@ begin
     select distinct on (i.mid, i.igsid) i.mid, i.integration_id, i.igsid,
       jsonb_build_object('igsid', i.igsid, 'reaction', i.reaction, 'emoji', i.emoji, 'action', i.action,
         'at', i.sent_at) as entry
-    from jsonb_to_recordset(v_items) as i(integration_id uuid, igsid text, kind text, mid text, action text,
-      reaction text, emoji text, sent_at timestamptz)
+    from unnest(v_items) as i
     where i.kind = 'reaction' order by i.mid, i.igsid, i.sent_at desc
   ), targets as (
     select m.id, m.reactions, array_agg(l.entry) as entries
@@ -890,7 +891,7 @@ begin
   update public.instagram_messages m set status = 'read', read_at = coalesce(m.read_at, x.read_at)
   from (
     select c.id as conversation_id, max(coalesce(t.sent_at, i.sent_at)) as up_to, max(i.sent_at) as read_at
-    from jsonb_to_recordset(v_items) as i(integration_id uuid, igsid text, kind text, mid text, sent_at timestamptz)
+    from unnest(v_items) as i
     join public.instagram_conversations c on c.integration_id = i.integration_id and c.participant_igsid = i.igsid
     left join public.instagram_messages t on t.meta_message_id = i.mid and t.conversation_id = c.id
     where i.kind = 'read'
@@ -903,7 +904,7 @@ begin
   update public.instagram_conversations c set last_referral = x.referral
   from (
     select distinct on (i.integration_id, i.igsid) i.integration_id, i.igsid, i.referral
-    from jsonb_to_recordset(v_items) as i(integration_id uuid, igsid text, kind text, referral jsonb, sent_at timestamptz)
+    from unnest(v_items) as i
     where i.kind = 'referral' and i.referral is not null
     order by i.integration_id, i.igsid, i.sent_at desc
   ) x
@@ -916,7 +917,7 @@ begin
   from public.instagram_conversations c
   where c.id = any (v_new)
      or (c.id in (
-          select c2.id from jsonb_to_recordset(v_items) as i(integration_id uuid, igsid text, kind text)
+          select c2.id from unnest(v_items) as i
           join public.instagram_conversations c2
             on c2.integration_id = i.integration_id and c2.participant_igsid = i.igsid
           where i.kind in ('message', 'postback'))
@@ -932,8 +933,7 @@ begin
         select 1 from public.instagram_conversations c
         join public.instagram_messages m on m.conversation_id = c.id and m.meta_message_id = i.mid
         where c.integration_id = i.integration_id and c.participant_igsid = i.igsid) as target_missing
-    from jsonb_to_recordset(v_items) as i(event_id bigint, position text, seq bigint, integration_id uuid,
-      account_id text, kind text, reason text, mid text, igsid text)
+    from unnest(v_items) as i
   ), docs as (
     select (d ->> 'id')::bigint as id, (d ->> 'attempt')::integer as attempt,
       (d ->> 'max_attempts')::integer as max_attempts
