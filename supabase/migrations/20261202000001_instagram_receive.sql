@@ -1242,7 +1242,9 @@ as $$
   from (
     select * from public.instagram_conversations c
     where c.imo_id = p_imo_id
-      and c.last_message_at < coalesce(p_before, 'infinity'::timestamptz)
+      -- a scalar subquery, not coalesce(): RLS keeps a qual with coalesce() out of the index condition
+      -- (not provably leakproof), and a deep page then filters every newer row
+      and c.last_message_at < (select coalesce(p_before, 'infinity'::timestamptz))
       and (p_integration_id is null or c.integration_id = p_integration_id)
       and (not coalesce(p_unread_only, false) or c.unread_count > 0)
     order by c.last_message_at desc
@@ -1289,7 +1291,7 @@ as $$
   from (
     select * from public.instagram_messages m
     where m.conversation_id = p_conversation_id
-      and m.sent_at < coalesce(p_before, 'infinity'::timestamptz)
+      and m.sent_at < (select coalesce(p_before, 'infinity'::timestamptz))  -- an index condition under RLS
     order by m.sent_at desc, m.id desc
     limit least(greatest(coalesce(p_limit, 50), 1), 200)
   ) m
