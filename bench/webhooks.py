@@ -483,22 +483,16 @@ async def lag_run(
 
 
 async def process(args: argparse.Namespace, bench: dict[tuple[str, int], dict[str, float]] | None) -> None:
-    """As shipped (jit on, PostgreSQL's default), then with jit off for the worker's sessions: the processing
-    statement's estimated cost is far over jit_above_cost, and LLVM compiles it on every batch (~3 s)."""
+    """The webhooks kind draining stored deliveries, then the lag at half the rate it reached."""
     pg = await asyncpg.connect(DATABASE_URL)
     try:
         await reset_imo(pg, BENCH_IMO)
         await bench_integration(pg, BENCH_IMO, ACCOUNT)
-        for jit in args.process_jit:
-            role = await pg.fetchval("select current_user")
-            if jit == "off":  # new sessions of the bench's login role; reset below
-                await pg.execute(f"alter role {role} set jit = off")
-            db = await AsyncpgDatabase.connect(DATABASE_URL, max_size=4)
-            try:
-                await process_case(args, pg, db, jit, bench)
-            finally:
-                await db.close()
-                await pg.execute(f"alter role {role} reset jit")
+        db = await AsyncpgDatabase.connect(DATABASE_URL, max_size=4)
+        try:
+            await process_case(args, pg, db, bench)
+        finally:
+            await db.close()
     finally:
         await pg.execute("truncate public.instagram_webhook_events")
         await pg.execute("delete from public.imos where id = $1", BENCH_IMO)
@@ -509,39 +503,38 @@ async def process_case(
     args: argparse.Namespace,
     pg: asyncpg.Connection,
     db: AsyncpgDatabase,
-    jit: str,
     bench: dict[tuple[str, int], dict[str, float]] | None,
 ) -> None:
-    n = args.process_events if jit == "off" else max(1, args.process_events // 10)
-    runs = args.runs if jit == "off" else 1
+    n = args.process_events
+    runs = args.runs
     best = (0.0, 0)
     for concurrency in args.process_concurrency:
         rates = []
         for r in range(runs):
             rate, messages, conversations = await process_run(
-                pg, db, f"{jit}c{concurrency}r{r}", n, concurrency
+                pg, db, f"c{concurrency}r{r}", n, concurrency
             )
             rates.append(rate)
         median = statistics.median(rates)
         best = max(best, (median, concurrency))
         say(
-            f"P3 processing (jit {jit}), webhooks kind only (no profile kind, so no leads), {n:,} deliveries "
+            f"P3 processing, webhooks kind only (no profile kind, so no leads), {n:,} deliveries "
             f"of one message, concurrency {concurrency} (claim batch {int(concurrency * 0.5)}): median "
             f"{median:,.0f} events/s (runs: {', '.join(f'{r:,.0f}' for r in rates)}); last run {messages:,} "
             f"messages, {conversations:,} new conversations"
         )
     rate, concurrency = best
-    seconds = args.lag_seconds if jit == "off" else max(args.lag_seconds, 10.0)
+    seconds = args.lag_seconds
     lags = await lag_run(pg, db, rate / 2, seconds, concurrency)
     say(
-        f"P3 processing lag (jit {jit}) received_at -> message created_at at {rate / 2:,.0f} deliveries/s for "
+        f"P3 processing lag received_at -> message created_at at {rate / 2:,.0f} deliveries/s for "
         f"{seconds:.0f} s (concurrency {concurrency}): p50 {pct(lags, 0.5):.0f} ms, "
         f"p99 {pct(lags, 0.99):.0f} ms (goal <= 1000), max {max(lags):.0f} ms"
     )
     if bench is not None:
         multi = max(bench[("multi100", c)]["rows_per_s"] for c in (8, 32))
         say(
-            f"P3 processing goal (jit {jit}): {rate:,.0f} events/s = {rate / multi:.2f} x pgbench's 100-row "
+            f"P3 processing goal: {rate:,.0f} events/s = {rate / multi:.2f} x pgbench's 100-row "
             f"insert {multi:,.0f} rows/s (goal >= 0.25)"
         )
 
@@ -734,7 +727,6 @@ if __name__ == "__main__":
     parser.add_argument("--pgbench-seconds", type=int, default=10)
     parser.add_argument("--process-events", type=int, default=20_000)
     parser.add_argument("--process-concurrency", type=int, nargs="+", default=[200, 1000])
-    parser.add_argument("--process-jit", nargs="+", choices=["on", "off"], default=["on", "off"])
     parser.add_argument("--lag-seconds", type=float, default=15.0)
     parser.add_argument("--inbox-conversations", type=int, default=100_000)
     parser.add_argument("--inbox-messages", type=int, default=1_000_000)
