@@ -88,7 +88,7 @@ create index instagram_webhook_events_lease_idx on public.instagram_webhook_even
   where state = 'running';
 create index instagram_webhook_events_finalized_idx on public.instagram_webhook_events (finalized_at)
   where state = 'completed';
-create index instagram_webhook_events_received_idx on public.instagram_webhook_events (received_at);
+-- No index on received_at: each one costs three inserts per delivery (ingest, claim, end); replay --since scans.
 create index instagram_webhook_events_unroutable_idx on public.instagram_webhook_events
   using gin (unroutable_accounts) where state = 'unroutable';
 
@@ -191,10 +191,24 @@ security definer
 set search_path = ''
 as $$
 begin
-  -- Conversations in id order, so concurrent batches touching the same ones cannot deadlock.
-  perform 1 from public.instagram_conversations c
-  where c.id in (select n.conversation_id from inserted n) order by c.id for update;
-
+  -- Conversations locked in id order first, so concurrent batches touching the same ones cannot deadlock.
+  with locked as materialized (
+    select cv.id, cv.last_read_at from public.instagram_conversations cv
+    where cv.id in (select n.conversation_id from inserted n)
+    order by cv.id
+    for update
+  ), s as (
+    select n.conversation_id,
+      max(n.sent_at) as newest_at,
+      max(n.sent_at) filter (where n.deleted_at is null) as newest_visible_at,
+      (array_agg(instagram_private.message_preview(n.message_type, n.text, n.attachments)
+        order by n.sent_at desc, n.id desc) filter (where n.deleted_at is null))[1] as preview,
+      max(n.sent_at) filter (where n.direction = 'inbound') as newest_inbound_at,
+      count(*) filter (where n.direction = 'inbound' and n.deleted_at is null
+        and n.sent_at > coalesce(l.last_read_at, '-infinity'::timestamptz))::integer as unread
+    from inserted n join locked l on l.id = n.conversation_id
+    group by n.conversation_id
+  )
   update public.instagram_conversations c set
     last_message_at = greatest(c.last_message_at, s.newest_at),
     last_message_preview = case
@@ -203,18 +217,7 @@ begin
       else c.last_message_preview end,
     last_inbound_at = greatest(c.last_inbound_at, s.newest_inbound_at),
     unread_count = c.unread_count + s.unread
-  from (
-    select n.conversation_id,
-      max(n.sent_at) as newest_at,
-      max(n.sent_at) filter (where n.deleted_at is null) as newest_visible_at,
-      (array_agg(instagram_private.message_preview(n.message_type, n.text, n.attachments)
-        order by n.sent_at desc, n.id desc) filter (where n.deleted_at is null))[1] as preview,
-      max(n.sent_at) filter (where n.direction = 'inbound') as newest_inbound_at,
-      count(*) filter (where n.direction = 'inbound' and n.deleted_at is null
-        and n.sent_at > coalesce(cv.last_read_at, '-infinity'::timestamptz))::integer as unread
-    from inserted n join public.instagram_conversations cv on cv.id = n.conversation_id
-    group by n.conversation_id
-  ) s
+  from s
   where c.id = s.conversation_id;
 
   insert into public.instagram_usage as u (imo_id, month, messages_received)
@@ -938,21 +941,25 @@ begin
     select (d ->> 'id')::bigint as id, (d ->> 'attempt')::integer as attempt,
       (d ->> 'max_attempts')::integer as max_attempts
     from jsonb_array_elements(v_docs) d
-  ), counted as (
-    select x.*, count(*) over (partition by x.event_id, x.kind) as n from items x
+  ), kinds as (
+    select k.event_id, jsonb_object_agg(k.kind, k.n) as kinds
+    from (select x.event_id, x.kind, count(*) as n from items x group by x.event_id, x.kind) k
+    group by k.event_id
+  ), flags as (
+    select x.event_id, bool_or(x.target_missing) as waiting,
+      array_agg(distinct x.account_id) filter (
+        where x.integration_id is null and x.kind not in ('unknown', 'invalid') and x.account_id is not null)
+        as unroutable,
+      jsonb_agg(jsonb_build_object('position', x.position, 'kind', x.kind,
+        'reason', coalesce(x.reason, case when x.target_missing then 'target_not_found' else 'invalid_item' end))
+        order by x.seq) filter (where x.kind in ('unknown', 'invalid') or x.target_missing) as ignored
+    from items x
+    group by x.event_id
   ), summary as (
-    select d.id, d.attempt < d.max_attempts and coalesce(bool_or(it.target_missing), false) as waiting,
-      d.attempt,
-      coalesce(array_agg(distinct it.account_id) filter (
-        where it.integration_id is null and it.kind not in ('unknown', 'invalid') and it.account_id is not null),
-        '{}') as unroutable,
-      coalesce(jsonb_object_agg(it.kind, it.n) filter (where it.kind is not null), '{}'::jsonb) as kinds,
-      jsonb_path_query_array(coalesce(jsonb_agg(jsonb_build_object('position', it.position, 'kind', it.kind,
-        'reason', coalesce(it.reason, case when it.target_missing then 'target_not_found' else 'invalid_item' end))
-        order by it.seq) filter (where it.kind in ('unknown', 'invalid') or it.target_missing), '[]'::jsonb),
-        '$[0 to 49]') as ignored
-    from docs d left join counted it on it.event_id = d.id
-    group by d.id, d.attempt, d.max_attempts
+    select d.id, d.attempt, d.attempt < d.max_attempts and coalesce(f.waiting, false) as waiting,
+      coalesce(f.unroutable, '{}') as unroutable, coalesce(k.kinds, '{}'::jsonb) as kinds,
+      jsonb_path_query_array(coalesce(f.ignored, '[]'::jsonb), '$[0 to 49]') as ignored
+    from docs d left join kinds k on k.event_id = d.id left join flags f on f.event_id = d.id
   )
   update public.instagram_webhook_events e set
     state = case when s.waiting then 'retryable' when cardinality(s.unroutable) > 0 then 'unroutable'
