@@ -638,7 +638,10 @@ as $$
     from jsonb_array_elements(p_docs) d
   ), entries as (
     select docs.event_id, e.ord as entry_ord, e.value as entry,
-      case when jsonb_typeof(e.value -> 'id') in ('string', 'number') then e.value ->> 'id' end as account_id
+      -- An account id is 1 to 128 characters (Meta's are 17 digits): anything else makes its items invalid,
+      -- never an unroutable row whose account could not even be indexed.
+      case when jsonb_typeof(e.value -> 'id') in ('string', 'number') and length(e.value ->> 'id') between 1 and 128
+        then e.value ->> 'id' end as account_id
     from docs
     cross join lateral jsonb_array_elements(docs.doc -> 'entry') with ordinality e(value, ord)
   ), raw_items as (
