@@ -12,6 +12,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api import errors as api_errors
+from api.body import receive_capped, refuse_declared
 from api.errors import error_response
 from api.resources import Resources, resources
 from instagram_dm import errors
@@ -81,9 +82,8 @@ async def _store_delivery(scope: Scope, receive: Receive) -> Response | None:
             signature = signature or value.decode("latin-1")
         elif name == b"content-length":
             declared = value
-    if declared is not None and declared.isdigit() and int(declared) > MAX_DELIVERY_BYTES:
-        raise errors.PayloadTooLargeError(f"The request body is over {MAX_DELIVERY_BYTES} bytes.")
-    body = await _read_capped(receive, MAX_DELIVERY_BYTES)
+    refuse_declared(declared, MAX_DELIVERY_BYTES)
+    body = await receive_capped(receive, MAX_DELIVERY_BYTES)
     if not signature_valid(body, signature, res.settings.instagram_app_secret.reveal()):
         log.warning("webhook.signature_rejected", extra={"bytes": len(body)})
         return error_response(
@@ -91,20 +91,3 @@ async def _store_delivery(scope: Scope, receive: Receive) -> Response | None:
         )
     await res.deliveries.store(body)
     return None
-
-
-async def _read_capped(receive: Receive, limit: int) -> bytes:
-    """The whole body, or PayloadTooLargeError at the first chunk past `limit` (as api.body.read_capped)."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientDisconnect()
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise errors.PayloadTooLargeError(f"The request body is over {limit} bytes.")
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
