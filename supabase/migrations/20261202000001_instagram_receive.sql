@@ -607,7 +607,10 @@ as $$
     from jsonb_array_elements(p_docs) d
   ), entries as (
     select docs.event_id, e.ord as entry_ord, e.value as entry,
-      case when jsonb_typeof(e.value -> 'id') in ('string', 'number') then e.value ->> 'id' end as account_id
+      -- An account id is 1 to 128 characters (Meta's are 17 digits): anything else makes its items invalid,
+      -- never an unroutable row whose account could not even be indexed.
+      case when jsonb_typeof(e.value -> 'id') in ('string', 'number') and length(e.value ->> 'id') between 1 and 128
+        then e.value ->> 'id' end as account_id
     from docs
     cross join lateral jsonb_array_elements(docs.doc -> 'entry') with ordinality e(value, ord)
   ), raw_items as (
@@ -666,11 +669,15 @@ as $$
     'imo_id', t.imo_id,
     'kind', case
       when t.kind in ('unknown', 'invalid') then t.kind
+      -- A participant id is 1 to 128 characters (a conversation's participant_igsid cannot be empty).
       when t.account_id is null or t.sender is null or t.recipient is null or t.sender = t.recipient
-        or length(t.sender) > 128 or length(t.recipient) > 128 then 'invalid'
-      when t.kind in ('message', 'echo', 'unsend', 'reaction', 'postback', 'edit')
+        or length(t.sender) not between 1 and 128 or length(t.recipient) not between 1 and 128 then 'invalid'
+      when t.kind in ('message', 'echo', 'unsend', 'reaction', 'edit')
         and (jsonb_typeof(t.body -> 'mid') is distinct from 'string' or length(t.body ->> 'mid') not between 1 and 512)
-        and t.kind <> 'postback' then 'invalid'
+        then 'invalid'
+      -- A postback may have no mid (it is then keyed by its position), but one it has must fit the unique index.
+      when t.kind = 'postback' and jsonb_typeof(t.body -> 'mid') = 'string'
+        and length(t.body ->> 'mid') not between 1 and 512 then 'invalid'
       else t.kind end,
     'reason', case
       when t.kind = 'unknown' and t.field is not null then 'unknown_field:' || left(t.field, 40)
@@ -745,6 +752,10 @@ returns integer
 language plpgsql
 security definer
 set search_path = ''
+-- The planner cannot know how many items a jsonb array holds (100 per jsonb_array_elements, multiplied
+-- through the joins): its estimates for one delivery are in the millions, over jit_above_cost, and
+-- compiling the statements cost seconds per batch, whatever its size.
+set jit = off
 as $$
 declare
   v_docs jsonb;
