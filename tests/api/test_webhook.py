@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import asyncpg
@@ -146,24 +146,6 @@ async def test_signed_body_that_is_not_json_is_stored(api_client: TestClient, pg
     body = b"\xff\xfe not json at all"
     assert api_client.post(WEBHOOK, content=body, headers=headers(body)).status_code == 200
     assert await stored(pg) == 1
-
-
-@pytest.fixture
-async def async_client(api_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(api_settings, graph_retry=FAST_RETRY)
-    async with app.router.lifespan_context(app) as state:
-        transport = httpx.ASGITransport(app=_with_state(app, state))
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            yield client
-
-
-def _with_state(app: Any, state: Any) -> Any:
-    async def asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            scope = {**scope, "state": dict(state)}
-        await app(scope, receive, send)
-
-    return asgi
 
 
 async def test_same_delivery_ten_times_concurrently_is_stored_once(
