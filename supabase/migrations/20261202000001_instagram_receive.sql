@@ -707,6 +707,9 @@ as $$
       when t.kind in ('message', 'echo', 'unsend', 'reaction', 'edit')
         and (jsonb_typeof(t.body -> 'mid') is distinct from 'string' or length(t.body ->> 'mid') not between 1 and 512)
         then 'invalid'
+      -- A postback may have no mid (it is then keyed by its position), but one it has must fit the unique index.
+      when t.kind = 'postback' and jsonb_typeof(t.body -> 'mid') = 'string'
+        and length(t.body ->> 'mid') not between 1 and 512 then 'invalid'
       else t.kind end,
     case
       when t.kind = 'unknown' and t.field is not null then 'unknown_field:' || left(t.field, 40)
