@@ -511,9 +511,7 @@ async def process_case(
     for concurrency in args.process_concurrency:
         rates = []
         for r in range(runs):
-            rate, messages, conversations = await process_run(
-                pg, db, f"c{concurrency}r{r}", n, concurrency
-            )
+            rate, messages, conversations = await process_run(pg, db, f"c{concurrency}r{r}", n, concurrency)
             rates.append(rate)
         median = statistics.median(rates)
         best = max(best, (median, concurrency))
