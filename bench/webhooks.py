@@ -354,10 +354,19 @@ async def ingest(args: argparse.Namespace, anchors: Path) -> dict[tuple[str, int
 T0 = 1_764_547_200_000
 
 
-def deliveries(run: str, n: int, senders: int) -> list[bytes]:
-    """`n` signed-shape deliveries (~2 KB) for ACCOUNT, one message each with a unique mid, from `senders`
-    participants."""
+def deliveries(run: str, n: int, senders: int, per: int = 1) -> list[bytes]:
+    """`n` messages (~2 KB of text each, a unique mid) for ACCOUNT from `senders` participants, `per` to a
+    delivery (Meta batches up to 1,000 events per POST when there is much to send)."""
     text = " ".join("".join(random.choice(string.ascii_letters) for _ in range(7)) for _ in range(230))
+
+    def event(i: int) -> dict[str, object]:
+        return {
+            "sender": {"id": str(900_000 + i % senders)},
+            "recipient": {"id": ACCOUNT},
+            "timestamp": T0 + i,
+            "message": {"mid": f"bench-{run}-{i}", "text": text},
+        }
+
     return [
         json.dumps(
             {
@@ -365,21 +374,14 @@ def deliveries(run: str, n: int, senders: int) -> list[bytes]:
                 "entry": [
                     {
                         "id": ACCOUNT,
-                        "time": T0 + i,
-                        "messaging": [
-                            {
-                                "sender": {"id": str(900_000 + i % senders)},
-                                "recipient": {"id": ACCOUNT},
-                                "timestamp": T0 + i,
-                                "message": {"mid": f"bench-{run}-{i}", "text": text},
-                            }
-                        ],
+                        "time": T0 + first,
+                        "messaging": [event(i) for i in range(first, min(n, first + per))],
                     }
                 ],
             },
             separators=(",", ":"),
         ).encode()
-        for i in range(n)
+        for first in range(0, n, per)
     ]
 
 
@@ -407,10 +409,12 @@ async def bench_integration(pg: asyncpg.Connection, imo: str, account: str) -> s
 
 
 async def process_run(
-    pg: asyncpg.Connection, db: AsyncpgDatabase, run: str, n: int, concurrency: int
+    pg: asyncpg.Connection, db: AsyncpgDatabase, run: str, n: int, concurrency: int, *, per: int = 1
 ) -> tuple[float, int, int]:
+    """Events per second turned into messages: `n` events, `per` to a delivery."""
     await pg.execute("truncate public.instagram_webhook_events")
-    await store(db, deliveries(run, n, senders=n // 10))
+    bodies = deliveries(run, n, senders=n // 10, per=per)
+    await store(db, bodies)
     await pg.execute("vacuum analyze public.instagram_webhook_events")
     await pg.execute("checkpoint")
     conversations0 = await pg.fetchval(
@@ -433,9 +437,10 @@ async def process_run(
     conversations = await pg.fetchval(
         "select count(*) from public.instagram_conversations where imo_id = $1", BENCH_IMO
     )
-    if done != n or messages != n:
+    if done != len(bodies) or messages != n:
         raise Incomplete(
-            f"processing did not finish: {done:,} of {n:,} events completed, {messages:,} messages"
+            f"processing did not finish: {done:,} of {len(bodies):,} deliveries completed, {messages:,} of {n:,} "
+            "messages"
         )
     return n / elapsed, messages, conversations - conversations0
 
@@ -521,6 +526,21 @@ async def process_case(
             f"{median:,.0f} events/s (runs: {', '.join(f'{r:,.0f}' for r in rates)}); last run {messages:,} "
             f"messages, {conversations:,} new conversations"
         )
+    for per in args.events_per_delivery:
+        if per == 1:
+            continue
+        rates = [(await process_run(pg, db, f"p{per}r{r}", n, best[1], per=per))[0] for r in range(runs)]
+        say(
+            f"P3 processing, webhooks kind only, {n:,} events {per} to a delivery (Meta's batching under load), "
+            f"concurrency {best[1]}: median {statistics.median(rates):,.0f} events/s "
+            f"(runs: {', '.join(f'{r:,.0f}' for r in rates)})"
+        )
+        if bench is not None:
+            multi = max(bench[("multi100", c)]["rows_per_s"] for c in (8, 32))
+            say(
+                f"P3 processing, {per} events to a delivery: {statistics.median(rates) / multi:.2f} x pgbench's "
+                f"100-row insert {multi:,.0f} rows/s"
+            )
     rate, concurrency = best
     seconds = args.lag_seconds
     lags = await lag_run(pg, db, rate / 2, seconds, concurrency)
@@ -726,6 +746,13 @@ if __name__ == "__main__":
     parser.add_argument("--process-events", type=int, default=20_000)
     parser.add_argument("--process-concurrency", type=int, nargs="+", default=[200, 1000])
     parser.add_argument("--lag-seconds", type=float, default=15.0)
+    parser.add_argument(
+        "--events-per-delivery",
+        type=int,
+        nargs="+",
+        default=[1, 10],
+        help="events in one delivery (1 = worst case)",
+    )
     parser.add_argument("--inbox-conversations", type=int, default=100_000)
     parser.add_argument("--inbox-messages", type=int, default=1_000_000)
     parser.add_argument("--inbox-samples", type=int, default=500)

@@ -24,6 +24,16 @@
 alter type public.instagram_message_type add value if not exists 'reel';
 alter type public.instagram_message_type add value if not exists 'postback';
 
+-- lz4 compresses message text several times faster than pglz where the server has it (PostgreSQL 14+
+-- built with lz4, as Debian's and Supabase's are); elsewhere the default stays.
+do $$
+begin
+  alter table public.instagram_messages alter column text set compression lz4;
+exception when feature_not_supported or invalid_parameter_value then
+  null;
+end
+$$;
+
 alter table public.instagram_messages
   add column reactions jsonb not null default '[]' check (jsonb_typeof(reactions) = 'array'),
   add column reply_to jsonb,
@@ -45,8 +55,8 @@ alter table public.instagram_conversations
 comment on column public.instagram_conversations.participant_checked_at is
   'When the participant''s profile was last fetched (or given up on); refetched when older than a day.';
 
-create index instagram_conversations_integration_recent_idx
-  on public.instagram_conversations (integration_id, last_message_at desc);
+-- No (integration_id, last_message_at) index: an IMO has a few integrations, so the inbox's integration filter
+-- reads the IMO's index, and every new message would update one more index entry.
 
 alter table public.recruiting_leads add column if not exists instagram_username text;
 create index if not exists recruiting_leads_instagram_username_idx
@@ -197,12 +207,15 @@ begin
     where cv.id in (select n.conversation_id from inserted n)
     order by cv.id
     for update
+  ), newest as (  -- the preview of each conversation's newest visible new message, computed once
+    select distinct on (n.conversation_id) n.conversation_id,
+      instagram_private.message_preview(n.message_type, n.text, n.attachments) as preview
+    from inserted n where n.deleted_at is null
+    order by n.conversation_id, n.sent_at desc, n.id desc
   ), s as (
     select n.conversation_id,
       max(n.sent_at) as newest_at,
       max(n.sent_at) filter (where n.deleted_at is null) as newest_visible_at,
-      (array_agg(instagram_private.message_preview(n.message_type, n.text, n.attachments)
-        order by n.sent_at desc, n.id desc) filter (where n.deleted_at is null))[1] as preview,
       max(n.sent_at) filter (where n.direction = 'inbound') as newest_inbound_at,
       count(*) filter (where n.direction = 'inbound' and n.deleted_at is null
         and n.sent_at > coalesce(l.last_read_at, '-infinity'::timestamptz))::integer as unread
@@ -212,12 +225,12 @@ begin
   update public.instagram_conversations c set
     last_message_at = greatest(c.last_message_at, s.newest_at),
     last_message_preview = case
-      when s.preview is not null and (c.last_message_at is null or s.newest_visible_at >= c.last_message_at)
-        then s.preview
+      when nw.preview is not null and (c.last_message_at is null or s.newest_visible_at >= c.last_message_at)
+        then nw.preview
       else c.last_message_preview end,
     last_inbound_at = greatest(c.last_inbound_at, s.newest_inbound_at),
     unread_count = c.unread_count + s.unread
-  from s
+  from s left join newest nw on nw.conversation_id = s.conversation_id
   where c.id = s.conversation_id;
 
   insert into public.instagram_usage as u (imo_id, month, messages_received)
@@ -405,6 +418,77 @@ comment on function instagram_private.ensure_leads(uuid[]) is
 revoke all on function instagram_private.ensure_leads(uuid[]) from public, anon, authenticated;
 grant execute on function instagram_private.ensure_leads(uuid[]) to service_role;
 
+/** --- Section: the fail and release steps of the two queues below (the same for both) --- */
+
+create or replace function instagram_private.queue_fail(
+  p_queue regclass, p_job_id bigint, p_worker text, p_action text, p_run_at timestamptz,
+  p_error_code text, p_error_message text
+)
+returns text
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_attempt integer;
+  v_max_attempts integer;
+  v_retry boolean;
+begin
+  if p_action is null or p_action not in ('retry', 'discard', 'error', 'reauth', 'poison') then
+    raise exception 'invalid_action' using errcode = '22023',
+      detail = 'Action must be retry, discard, error, reauth or poison.';
+  end if;
+  execute format('select attempt, max_attempts from %s where id = $1 and state = ''running'' and lease_owner = $2
+                  for update', p_queue)
+    into v_attempt, v_max_attempts using p_job_id, p_worker;
+  if v_attempt is null then
+    return null;  -- not held (any more) by this worker
+  end if;
+  -- There is no integration to mark here: error, reauth and poison end the job like discard.
+  v_retry := p_action = 'retry' and p_run_at is not null and v_attempt < v_max_attempts;
+  execute format('update %s set state = $2, run_at = coalesce($3, run_at),
+                    finalized_at = case when $2 = ''retryable'' then null else now() end,
+                    lease_owner = null, lease_expires_at = null, last_error_code = $4, last_error_message = $5
+                  where id = $1', p_queue)
+    using p_job_id, case when v_retry then 'retryable' else 'discarded' end,
+      case when v_retry then p_run_at end, p_error_code, left(p_error_message, 500);
+  return case when v_retry then 'retryable' else 'discarded' end;
+end
+$$;
+comment on function instagram_private.queue_fail(regclass, bigint, text, text, timestamptz, text, text) is
+  'A failed attempt of p_worker''s job in the queue table p_queue: retryable at p_run_at while attempts remain, '
+  'else discarded; returns the new state, or null when the worker does not hold the job.';
+revoke all on function instagram_private.queue_fail(regclass, bigint, text, text, timestamptz, text, text)
+  from public, anon, authenticated;
+grant execute on function instagram_private.queue_fail(regclass, bigint, text, text, timestamptz, text, text)
+  to service_role;
+
+create or replace function instagram_private.queue_release(
+  p_queue regclass, p_channel text, p_worker text, p_job_ids bigint[]
+)
+returns integer
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_count integer;
+begin
+  execute format('update %s set state = ''available'', attempt = greatest(attempt - 1, 0), lease_owner = null,
+                    lease_expires_at = null
+                  where id = any ($1) and state = ''running'' and lease_owner = $2', p_queue)
+    using p_job_ids, p_worker;
+  get diagnostics v_count = row_count;
+  if v_count > 0 then
+    perform pg_notify(p_channel, v_count::text);
+  end if;
+  return v_count;
+end
+$$;
+comment on function instagram_private.queue_release(regclass, text, text, bigint[]) is
+  'Hands p_worker''s unfinished jobs in p_queue back as available without charging an attempt (shutdown), and '
+  'wakes the workers on p_channel.';
+revoke all on function instagram_private.queue_release(regclass, text, text, bigint[]) from public, anon, authenticated;
+grant execute on function instagram_private.queue_release(regclass, text, text, bigint[]) to service_role;
+
 create or replace function public.instagram_profile_claim_v1(
   p_worker text, p_limit integer, p_lease_seconds integer default 300
 )
@@ -533,34 +617,19 @@ security definer
 set search_path = ''
 as $$
 declare
-  v_row public.instagram_profile_fetches;
-  v_retry boolean;
+  v_state text;
 begin
-  if p_action not in ('retry', 'discard', 'error', 'reauth', 'poison') then
-    raise exception 'invalid_action' using errcode = '22023',
-      detail = 'Action must be retry, discard, error, reauth or poison.';
-  end if;
-  select * into v_row from public.instagram_profile_fetches
-  where id = p_job_id and state = 'running' and lease_owner = p_worker
-  for update;
-  if not found then
-    return jsonb_build_object('state', null, 'stale', true);
-  end if;
   -- A profile fetch never changes the integration's status (the refresh kind owns it).
-  v_retry := p_action = 'retry' and p_run_at is not null and v_row.attempt < v_row.max_attempts;
-  update public.instagram_profile_fetches set
-    state = case when v_retry then 'retryable' else 'discarded' end,
-    run_at = case when v_retry then p_run_at else run_at end,
-    finalized_at = case when v_retry then null else now() end,
-    lease_owner = null, lease_expires_at = null,
-    last_error_code = p_error_code, last_error_message = left(p_error_message, 500)
-  where id = p_job_id;
-  if not v_retry then
+  v_state := instagram_private.queue_fail('public.instagram_profile_fetches', p_job_id, p_worker, p_action,
+    p_run_at, p_error_code, p_error_message);
+  if v_state = 'discarded' then
     -- Given up: the person still becomes a lead, named when a later fetch succeeds.
-    update public.instagram_conversations set participant_checked_at = now() where id = v_row.conversation_id;
-    perform instagram_private.ensure_leads(array[v_row.conversation_id]);
+    update public.instagram_conversations c set participant_checked_at = now()
+    from public.instagram_profile_fetches f where f.id = p_job_id and c.id = f.conversation_id;
+    perform instagram_private.ensure_leads(array(
+      select f.conversation_id from public.instagram_profile_fetches f where f.id = p_job_id));
   end if;
-  return jsonb_build_object('state', case when v_retry then 'retryable' else 'discarded' end, 'stale', false);
+  return jsonb_build_object('state', v_state, 'stale', v_state is null);
 end
 $$;
 comment on function public.instagram_profile_fail_v1(bigint, text, text, timestamptz, text, text) is
@@ -573,22 +642,12 @@ grant execute on function public.instagram_profile_fail_v1(bigint, text, text, t
 
 create or replace function public.instagram_profile_release_v1(p_worker text, p_job_ids bigint[])
 returns integer
-language plpgsql
+language sql
 security definer
 set search_path = ''
 as $$
-declare
-  v_count integer;
-begin
-  update public.instagram_profile_fetches set
-    state = 'available', attempt = greatest(attempt - 1, 0), lease_owner = null, lease_expires_at = null
-  where id = any (p_job_ids) and state = 'running' and lease_owner = p_worker;
-  get diagnostics v_count = row_count;
-  if v_count > 0 then
-    perform pg_notify('instagram_profile_fetches', v_count::text);
-  end if;
-  return v_count;
-end
+  select instagram_private.queue_release('public.instagram_profile_fetches', 'instagram_profile_fetches',
+    p_worker, p_job_ids)
 $$;
 comment on function public.instagram_profile_release_v1(text, bigint[]) is
   'Hands p_worker''s unfinished profile fetches back as available without charging an attempt (shutdown).';
@@ -1067,28 +1126,11 @@ security definer
 set search_path = ''
 as $$
 declare
-  v_row public.instagram_webhook_events;
-  v_retry boolean;
+  v_state text;
 begin
-  if p_action not in ('retry', 'discard', 'error', 'reauth', 'poison') then
-    raise exception 'invalid_action' using errcode = '22023',
-      detail = 'Action must be retry, discard, error, reauth or poison.';
-  end if;
-  select * into v_row from public.instagram_webhook_events
-  where id = p_job_id and state = 'running' and lease_owner = p_worker
-  for update;
-  if not found then
-    return jsonb_build_object('state', null, 'stale', true);
-  end if;
-  v_retry := p_action = 'retry' and p_run_at is not null and v_row.attempt < v_row.max_attempts;
-  update public.instagram_webhook_events set
-    state = case when v_retry then 'retryable' else 'discarded' end,
-    run_at = case when v_retry then p_run_at else run_at end,
-    finalized_at = case when v_retry then null else now() end,
-    lease_owner = null, lease_expires_at = null,
-    last_error_code = p_error_code, last_error_message = left(p_error_message, 500)
-  where id = p_job_id;
-  return jsonb_build_object('state', case when v_retry then 'retryable' else 'discarded' end, 'stale', false);
+  v_state := instagram_private.queue_fail('public.instagram_webhook_events', p_job_id, p_worker, p_action,
+    p_run_at, p_error_code, p_error_message);
+  return jsonb_build_object('state', v_state, 'stale', v_state is null);
 end
 $$;
 comment on function public.instagram_webhook_fail_v1(bigint, text, text, timestamptz, text, text) is
@@ -1101,22 +1143,12 @@ grant execute on function public.instagram_webhook_fail_v1(bigint, text, text, t
 
 create or replace function public.instagram_webhook_release_v1(p_worker text, p_job_ids bigint[])
 returns integer
-language plpgsql
+language sql
 security definer
 set search_path = ''
 as $$
-declare
-  v_count integer;
-begin
-  update public.instagram_webhook_events set
-    state = 'available', attempt = greatest(attempt - 1, 0), lease_owner = null, lease_expires_at = null
-  where id = any (p_job_ids) and state = 'running' and lease_owner = p_worker;
-  get diagnostics v_count = row_count;
-  if v_count > 0 then
-    perform pg_notify('instagram_webhook_events', v_count::text);
-  end if;
-  return v_count;
-end
+  select instagram_private.queue_release('public.instagram_webhook_events', 'instagram_webhook_events',
+    p_worker, p_job_ids)
 $$;
 comment on function public.instagram_webhook_release_v1(text, bigint[]) is
   'Hands p_worker''s unprocessed deliveries back as available without charging an attempt (shutdown).';
