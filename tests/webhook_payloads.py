@@ -1,12 +1,12 @@
-"""Meta-shaped webhook deliveries for the tests: small builders, encoded and signed as Meta does
-(escaped unicode, ``\\/``) — see reference §5."""
+"""Meta-shaped webhook deliveries for the tests: small builders with readable mids, encoded and signed as
+Meta does by the sandbox's own encoder (escaped unicode, ``\\/``) — see reference §5."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
 from typing import Any
+
+from sandbox import webhooks as sandbox_webhooks
+from sandbox.webhooks import encode  # noqa: F401 - re-exported for the tests
 
 APP_SECRET = "sandbox-app-secret"
 ACCOUNT = "17841400000000001"
@@ -14,13 +14,8 @@ WEBHOOK = "/functions/v1/instagram-webhook"
 T0 = 1_764_547_200_000  # 2025-12-01T00:00:00Z in Meta's milliseconds
 
 
-def encode(payload: Any) -> bytes:
-    """JSON as Meta sends it: ASCII only (\\u escapes) and escaped slashes."""
-    return json.dumps(payload, ensure_ascii=True, separators=(",", ":")).replace("/", "\\/").encode()
-
-
 def sign(body: bytes, secret: str = APP_SECRET) -> str:
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return sandbox_webhooks.sign(body, secret)
 
 
 def headers(body: bytes, secret: str = APP_SECRET) -> dict[str, str]:
