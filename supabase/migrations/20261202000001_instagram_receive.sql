@@ -745,8 +745,11 @@ as $$
         when jsonb_typeof(r.item -> 'referral') = 'object' then 'referral'
         else 'unknown' end as kind,
       coalesce(
-        case when r.item ->> 'timestamp' ~ '^[0-9]{1,15}$' then to_timestamp((r.item ->> 'timestamp')::bigint / 1000.0) end,
-        case when r.entry ->> 'time' ~ '^[0-9]{1,15}$' then to_timestamp((r.entry ->> 'time')::bigint / 1000.0) end,
+        -- Meta's milliseconds; the dashboard's test sample sends seconds (as a string): 11+ digits are ms
+        case when r.item ->> 'timestamp' ~ '^[0-9]{1,15}$' then to_timestamp((r.item ->> 'timestamp')::bigint
+          / case when length(r.item ->> 'timestamp') >= 11 then 1000.0 else 1 end) end,
+        case when r.entry ->> 'time' ~ '^[0-9]{1,15}$' then to_timestamp((r.entry ->> 'time')::bigint
+          / case when length(r.entry ->> 'time') >= 11 then 1000.0 else 1 end) end,
         now()) as sent_at,
       coalesce(r.item -> 'message', r.item -> 'reaction', r.item -> 'read', r.item -> 'postback',
         r.item -> 'message_edit', '{}'::jsonb) as body

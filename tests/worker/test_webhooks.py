@@ -662,3 +662,19 @@ async def test_the_same_delivery_stored_ten_times_at_once_is_one_message(
     assert len(await events(pg)) == 1
     assert (await counts(pg))["messages"] == 1
     assert (await counts(pg))["received"] == 1
+
+
+async def test_timestamps_in_seconds_are_read_as_seconds(
+    db: AsyncpgDatabase, graph: GraphClient, pg: asyncpg.Connection, routed: str
+) -> None:
+    """The dashboard's test sample sends the timestamp in seconds, as a string: it is not read as milliseconds."""
+    item = message("m-test")
+    item["timestamp"] = str(T0 // 1000)
+    changes = {
+        "object": "instagram",
+        "entry": [{"id": ACCOUNT, "time": T0, "changes": [{"field": "messages", "value": item}]}],
+    }
+    await ingest(db, changes)
+    await process(db, graph, pg)
+    sent_at = await pg.fetchval("select sent_at from public.instagram_messages")
+    assert sent_at.timestamp() == T0 / 1000
