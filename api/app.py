@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import httpx
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route
@@ -102,6 +103,7 @@ def create_app(
     if settings.is_development:
         route_list += dev.routes()
     middleware = [
+        Middleware(api_errors.LastResort),  # outermost: nothing unhandled reaches the server's traceback
         Middleware(webhook.WebhookReceiver),  # POST deliveries: first, past none of the others
         Middleware(ServerTimingMiddleware),
         Middleware(
@@ -118,6 +120,7 @@ def create_app(
         middleware=middleware,
         lifespan=lifespan,
         exception_handlers={
+            HTTPException: api_errors.http_error,
             errors.InstagramDMError: api_errors.domain_error,
             Exception: api_errors.unexpected_error,
         },

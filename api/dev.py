@@ -169,7 +169,7 @@ async def receive_dm(request: Request) -> Response:
     res = resources(request)
     try:
         body = json.loads(await read_capped(request, 16 * 1024) or b"{}")
-    except ValueError:
+    except (ValueError, RecursionError):
         raise errors.BadRequestError("The request body must be JSON.", code="invalid_json") from None
     text = str(body.get("text") or "Hello from the sandbox") if isinstance(body, dict) else "Hello"
     accounts = [
@@ -189,8 +189,13 @@ async def receive_dm(request: Request) -> Response:
     return JSONResponse(answer.json(), status_code=200 if answer.is_success else 502)
 
 
+async def home(request: Request) -> Response:
+    return RedirectResponse("/dev", status_code=302)
+
+
 def routes() -> list[Route]:
     return [
+        Route("/", home, methods=["GET"]),
         Route("/dev", connect_page, methods=["GET"]),
         Route("/dev/status", status_page, methods=["GET"]),
         Route("/dev/disconnect", disconnect, methods=["POST"]),

@@ -24,7 +24,7 @@ async def read_json_object(request: Request) -> dict[str, Any]:
     body = await read_capped(request, MAX_BODY_BYTES)
     try:
         data = json.loads(body or b"null")
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # RecursionError: [[[[... nested deeper than the parser goes
         raise errors.BadRequestError("The request body must be JSON.", code="invalid_json") from None
     if not isinstance(data, dict):
         raise errors.BadRequestError("The request body must be a JSON object.", code="invalid_json")

@@ -225,6 +225,8 @@ class JWTVerifier:
             raise _reject("invalid_token") from None
         alg = header.get("alg")
         key: str | jwt.PyJWK
+        if not isinstance(alg, str):  # a list or an object would not even hash
+            raise _reject("invalid_token")
         if alg == "HS256":
             if self._secret is None:
                 raise _reject("invalid_token")

@@ -71,15 +71,19 @@ def resolve_return_to(return_to: str | None, default_return_url: str) -> str:
         return default_return_url
     if not isinstance(return_to, str) or len(return_to) > 2048 or any(c in return_to for c in "\r\n\t\\"):
         raise errors.BadRequestError("return_to must be a URL on the app's origin.", code="invalid_return_to")
-    candidate = urljoin(default_return_url, return_to) if return_to.startswith("/") else return_to
-    if return_to.startswith("//"):
-        candidate = ""  # scheme-relative: another host
-    parts = urlsplit(candidate)
+    try:  # urlsplit and .port raise ValueError on a bad port, an open bracket, NFKC tricks in the host ...
+        candidate = urljoin(default_return_url, return_to) if return_to.startswith("/") else return_to
+        if return_to.startswith("//"):
+            candidate = ""  # scheme-relative: another host
+        parts = urlsplit(candidate)
+        same_origin = _origin(candidate) == _origin(default_return_url)
+    except ValueError:
+        same_origin = False
     if (
-        parts.scheme not in {"http", "https"}
+        not same_origin
+        or parts.scheme not in {"http", "https"}
         or parts.username is not None
         or parts.password is not None
-        or _origin(candidate) != _origin(default_return_url)
     ):
         raise errors.BadRequestError("return_to must be a URL on the app's origin.", code="invalid_return_to")
     return candidate

@@ -608,3 +608,16 @@ def test_constructor_refuses_bad_config(kwargs: dict[str, Any], match: str) -> N
     """No key source, a short HS256 secret, or a JWKS URL without an HTTP client is a ConfigError."""
     with pytest.raises(ConfigError, match=match):
         JWTVerifier(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [{"alg": []}, {"alg": {}}, {"alg": 5}, {"alg": None}, {"alg": ["HS256"]}, {"alg": "RS256", "kid": []}],
+    ids=["list", "object", "number", "null", "list-of-hs256", "kid-list"],
+)
+async def test_a_header_of_the_wrong_json_types_is_invalid_token(
+    verifier: JWTVerifier, header: dict[str, Any]
+) -> None:
+    """A JWT header whose alg (or kid) is not a string is invalid_token (it used to raise TypeError: a 500)."""
+    token = hand_signed_hs256(user_payload(), DEMO_SECRET.encode(), header)
+    assert (await rejected(verifier, f"Bearer {token}")).code == "invalid_token"

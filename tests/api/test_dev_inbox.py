@@ -59,3 +59,11 @@ async def test_receive_a_dm_without_a_connected_account_says_so(dev_api: str) ->
         response = await http.post("/dev/receive", json={})
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "not_connected"
+
+
+async def test_root_points_to_the_dev_page_in_development(dev_api: str) -> None:
+    """In development / redirects to /dev, where a newcomer starts."""
+    async with httpx.AsyncClient(base_url=dev_api, timeout=10) as http:
+        response = await http.get("/", follow_redirects=False)
+    assert response.status_code == 302
+    assert response.headers["location"] == "/dev"

@@ -229,3 +229,45 @@ async def test_development_pages_connect_show_status_and_disconnect(
         gone = dev.post("/dev/disconnect", data={"id": integration_id}, follow_redirects=False)
         assert gone.status_code == 303
     assert await pg.fetchval("select status::text from public.instagram_integrations") == "disconnected"
+
+
+def test_unknown_path_is_404_in_the_error_shape(api_client: TestClient) -> None:
+    """A path nothing answers is 404 {"error": {"code": "not_found", ...}}, not Starlette's plain text."""
+    response = api_client.get("/no/such/path")
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+
+
+def test_wrong_method_is_405_in_the_error_shape_with_allow(api_client: TestClient) -> None:
+    """GET on the POST-only init route is 405 in the error shape, and says which methods it takes."""
+    response = api_client.get("/functions/v1/instagram-oauth-init")
+    assert response.status_code == 405
+    assert response.json()["error"]["code"] == "method_not_allowed"
+    assert "POST" in response.headers["allow"]
+
+
+def test_root_is_not_found_in_production(api_client: TestClient) -> None:
+    """In production / is a 404 (the development pages are not mounted)."""
+    assert api_client.get("/", follow_redirects=False).status_code == 404
+
+
+def test_an_unhandled_exception_is_the_json_500_and_one_log_line(
+    api_settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bug in a handler answers the JSON 500 and logs one api.unhandled line; nothing is re-raised to the
+    server (whose traceback would land outside the JSON log and drop the connection)."""
+    from starlette.routing import Route
+
+    from api.app import create_app
+
+    async def boom(request: object) -> None:
+        raise RuntimeError("a bug with a secret-looking detail: EAAB-not-a-token")
+
+    app = create_app(api_settings)
+    app.router.routes.append(Route("/boom", boom))
+    with TestClient(app, raise_server_exceptions=True) as client:  # a re-raise would fail the test here
+        response = client.get("/boom")
+    assert response.status_code == 500
+    assert response.json()["error"]["code"] == "internal_error"
+    assert "EAAB" not in response.text
+    assert [r.message for r in caplog.records if r.levelname == "ERROR"] == ["api.unhandled"]

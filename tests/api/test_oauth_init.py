@@ -143,6 +143,10 @@ async def test_forbidden_callers_get_403(
         "http://app.test:8080/messages",
         "/\\evil.test",
         42,
+        "http://app.test:abc/",  # these four used to raise from urlsplit / .port: a 500
+        "http://app.test:99999/",
+        "http://[::1/",
+        "http://app.test\uff0f@evil.test/",  # fullwidth solidus
     ],
 )
 async def test_foreign_return_to_is_400(
@@ -168,6 +172,8 @@ async def test_return_to_lands_after_connect(browser: Browser, pg: asyncpg.Conne
     [
         (b"not json", "invalid_json"),
         (b"[1, 2]", "invalid_json"),
+        (b"[" * 15_000, "invalid_json"),  # deeper than the parser recurses: used to be a RecursionError 500
+        (b"\xff\xfe{}", "invalid_json"),
         (b"{}", "invalid_imo_id"),
         (b'{"imo_id": "not-a-uuid"}', "invalid_imo_id"),
         (b'{"imo_id": 7}', "invalid_imo_id"),
