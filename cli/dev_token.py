@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "dev-token", help="print a user JWT signed with SUPABASE_JWT_SECRET (development)"
     )
     parser.add_argument("--user", default=DEMO_ADMIN, help="user id (default: the demo IMO's admin)")
-    parser.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
+    parser.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
     parser.set_defaults(func=run)
 
 

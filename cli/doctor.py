@@ -35,7 +35,12 @@ class Check:
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser("doctor", help="check configuration, database, extensions and migrations")
-    parser.add_argument("--migrations-dir", default="supabase/migrations", type=Path)
+    parser.add_argument(
+        "--migrations-dir",
+        default="supabase/migrations",
+        type=Path,
+        help="the migrations to compare with the database (default supabase/migrations)",
+    )
     parser.set_defaults(func=run)
 
 

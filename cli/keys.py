@@ -25,7 +25,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
         "rotate-key", help=f"re-encrypt tokens from ${PREVIOUS_KEY_VAR} to the current key"
     )
-    parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument(
+        "--batch-size", type=int, default=500, help="rows re-encrypted per transaction (default 500)"
+    )
     parser.set_defaults(func=run)
 
 

@@ -17,16 +17,16 @@ _ENV_FILE = "INSTAGRAM_DM_API_ENV_FILE"
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     api = sub.add_parser("api", help="serve the HTTP API (OAuth init/callback, webhooks, health)")
-    api.add_argument("--host", default="127.0.0.1")
-    api.add_argument("--port", type=int, default=54330)
+    api.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    api.add_argument("--port", type=int, default=54330, help="port to listen on (default 54330)")
     api.add_argument(
         "--workers", type=int, default=1, help="uvicorn worker processes (default 1; each has its own pool)"
     )
     api.set_defaults(func=run_api)
 
     sandbox = sub.add_parser("sandbox", help="serve the local Meta stand-in (OAuth dialog + Graph API)")
-    sandbox.add_argument("--host", default="127.0.0.1")
-    sandbox.add_argument("--port", type=int, default=54331)
+    sandbox.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    sandbox.add_argument("--port", type=int, default=54331, help="port to listen on (default 54331)")
     sandbox.set_defaults(func=run_sandbox)
 
 

@@ -6,11 +6,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import uuid
 from datetime import timedelta
 from typing import Any
 
 import httpx
 
+from instagram_dm import errors
 from instagram_dm.backoff import Backoff
 from instagram_dm.bootstrap import open_database
 from instagram_dm.db import rpc
@@ -111,6 +113,11 @@ async def _run_worker(settings: Settings, options: WorkerOptions, backoff: Backo
 
 
 def refresh_now(args: argparse.Namespace, settings: Settings) -> int:
+    if args.integration is not None:
+        try:
+            args.integration = str(uuid.UUID(args.integration))
+        except ValueError:
+            raise errors.BadRequestError(f"--integration {args.integration!r} is not a UUID") from None
     settings.require("database")
     result = asyncio.run(_refresh_now(settings, args.integration, int(args.window_days * DAY)))
     print(json.dumps(result))

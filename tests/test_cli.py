@@ -3,6 +3,7 @@ rotate-key finds the previous key."""
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 from pathlib import Path
@@ -182,4 +183,40 @@ def test_webhooks_replay_with_a_bad_time_is_one_readable_line(good_env: dict[str
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
         "instagram-dm webhooks: --since 'yesterday' is not an ISO 8601 time (e.g. 2026-12-01T00:00Z)"
+    ]
+
+
+def _options(
+    parser: argparse.ArgumentParser, path: str = "instagram-dm"
+) -> list[tuple[str, argparse.Action]]:
+    found: list[tuple[str, argparse.Action]] = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found += _options(sub, f"{path} {name}")
+        elif not isinstance(action, argparse._HelpAction):
+            found.append((path, action))
+    return found
+
+
+def test_every_option_has_help_that_names_its_default() -> None:
+    """Each option of every subcommand has a help text, and one with a default value says what it is."""
+    from cli.main import build_parser
+
+    missing = []
+    for path, action in _options(build_parser()):
+        name = f"{path} {'/'.join(action.option_strings) or action.dest}"
+        if not action.help:
+            missing.append(f"{name}: no help")
+        elif action.default not in (None, False, argparse.SUPPRESS) and "default" not in action.help:
+            missing.append(f"{name}: default {action.default!r} not in its help")
+    assert missing == []
+
+
+def test_refresh_now_with_an_integration_that_is_not_a_uuid_is_one_line(good_env: dict[str, str]) -> None:
+    """`refresh-now --integration nope` says it is not a UUID, in one line, exit 1."""
+    result = cli("refresh-now", "--integration", "nope", env=good_env)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "instagram-dm refresh-now: --integration 'nope' is not a UUID"
     ]
