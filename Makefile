@@ -21,7 +21,7 @@ BENCH_DB := INSTAGRAM_DM_DB_DIR=$(BENCH_DB_DIR) INSTAGRAM_DM_DB_PORT=$(BENCH_DB_
 
 .PHONY: run test install lock db db-stop dbcheck lint typecheck pytest bench bench-stop clean
 
-run: install db
+run: install
 	@scripts/run.sh
 
 test: install db dbcheck lint typecheck pytest

@@ -1,11 +1,25 @@
 #!/usr/bin/env bash
-# `make run`: the embedded database is up (make db); start the Meta sandbox, the API and the worker
+# `make run`: bring the embedded database up (its port and folder from INSTAGRAM_DM_DB_PORT / _DIR), start
+# the Meta sandbox, the API and the worker
 # with development settings, print the URL to open, and stop them all on Ctrl-C.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 ENV_FILE=.local/dev.env
 BIN=.venv/bin
+API_PORT=54330
+SANDBOX_PORT=54331
+
+# A second `make run` must not touch the first one's sandbox, logs or database: refuse before anything.
+for port in $API_PORT $SANDBOX_PORT; do
+  if "$BIN/python" -c "import socket, sys; s = socket.socket(); sys.exit(s.connect_ex(('127.0.0.1', int(sys.argv[1]))) != 0)" "$port"; then
+    echo "run: port $port is already in use (is another make run up? stop it with Ctrl-C first)" >&2
+    exit 1
+  fi
+done
+
+scripts/db.sh up
+DB_URL=$(scripts/db.sh url)
 
 if [ ! -f "$ENV_FILE" ]; then
   mkdir -p .local
@@ -21,12 +35,14 @@ INSTAGRAM_RETURN_URL=http://127.0.0.1:54330/dev/status
 INSTAGRAM_WEBHOOK_VERIFY_TOKEN=dev-verify-token
 META_GRAPH_BASE_URL=http://127.0.0.1:54331
 META_OAUTH_DIALOG_BASE_URL=http://127.0.0.1:54331
-DATABASE_URL=postgresql://postgres:postgres@127.0.0.1:54322/postgres
+DATABASE_URL=$DB_URL
 SUPABASE_JWT_SECRET=super-secret-jwt-token-with-at-least-32-characters-long
 LOG_LEVEL=INFO
 ENV
 fi
-set -a; . "$ENV_FILE"; set +a
+# The database is the one scripts/db.sh manages (INSTAGRAM_DM_DB_PORT / _DIR), also in an older dev.env.
+sed -i "s|^DATABASE_URL=.*|DATABASE_URL=$DB_URL|" "$ENV_FILE"
+# The processes read $ENV_FILE themselves, and what is set in the environment wins over it.
 
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
@@ -41,13 +57,13 @@ wait_for() {
 }
 
 # The sandbox sends its signed webhook deliveries to this API.
-SANDBOX_WEBHOOK_URL=http://127.0.0.1:54330/functions/v1/instagram-webhook \
-  "$BIN/instagram-dm" --env-file "$ENV_FILE" sandbox --port 54331 > .local/sandbox.log 2>&1 & pids+=($!)
-wait_for http://127.0.0.1:54331/_sandbox/state sandbox
+SANDBOX_WEBHOOK_URL=${SANDBOX_WEBHOOK_URL:-http://127.0.0.1:$API_PORT/functions/v1/instagram-webhook} \
+  "$BIN/instagram-dm" --env-file "$ENV_FILE" sandbox --port $SANDBOX_PORT > .local/sandbox.log 2>&1 & pids+=($!)
+wait_for http://127.0.0.1:$SANDBOX_PORT/_sandbox/state sandbox
 # Demo: long-lived tokens last 5 days instead of 60, so a fresh connect is already due for refresh.
 "$BIN/python" -c "import httpx; httpx.post('http://127.0.0.1:54331/_sandbox/config', json={'long_lived_seconds': 432000}).raise_for_status()"
-"$BIN/instagram-dm" --env-file "$ENV_FILE" api --port 54330 > .local/api.log 2>&1 & pids+=($!)
-wait_for http://127.0.0.1:54330/readyz api
+"$BIN/instagram-dm" --env-file "$ENV_FILE" api --port $API_PORT > .local/api.log 2>&1 & pids+=($!)
+wait_for http://127.0.0.1:$API_PORT/readyz api
 "$BIN/instagram-dm" --env-file "$ENV_FILE" worker > .local/worker.log 2>&1 & pids+=($!)
 
 "$BIN/instagram-dm" --env-file "$ENV_FILE" doctor || true
