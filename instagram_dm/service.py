@@ -190,7 +190,21 @@ class InstagramService:
         self, params: Mapping[str, str], cookies: Mapping[str, str] | None = None
     ) -> ConnectResult:
         """Handle Meta's redirect: denial, then state (single use, same browser, still allowed), then
-        tokens, Pages, accounts, webhooks, storage. `cookies` are the browser's (for the binding)."""
+        tokens, Pages, accounts, webhooks, storage. `cookies` are the browser's (for the binding).
+
+        A person's browser lands here, so a database that is away is a redirect to the app with
+        ``reason=temporarily_unavailable`` (its default return URL: the state could not be read), never JSON."""
+        try:
+            return await self._complete_connection(params, cookies)
+        except errors.DatabaseUnavailableError as exc:
+            log.warning("oauth.database_unavailable", extra={"error_code": exc.code})
+            return ConnectResult(
+                ok=False, reason="temporarily_unavailable", return_to=self._settings.return_url
+            )
+
+    async def _complete_connection(
+        self, params: Mapping[str, str], cookies: Mapping[str, str] | None
+    ) -> ConnectResult:
         nonce = params.get("state", "")
         binding = (cookies or {}).get(binding_cookie_name(nonce)) if _NONCE_RE.match(nonce) else None
         if params.get("error") or params.get("error_reason"):

@@ -630,3 +630,36 @@ async def test_callback_over_http_takes_four_round_trips_not_more(
     calls = browser.sandbox.state()["calls"]
     assert "GET /{id}" not in calls and calls["GET /me/accounts"] == 1
     assert calls["POST /{id}/subscribed_apps"] == 2
+
+
+@pytest.mark.parametrize("mode", ["approve", "deny"])
+async def test_a_database_that_is_away_lands_the_browser_on_the_app_not_json(
+    api_settings: Settings, sandbox: Any, pg: asyncpg.Connection, database_url: str, mode: str
+) -> None:
+    """The callback while the state table cannot be reached (locked past the lock timeout): the person lands
+    on the app with reason=temporarily_unavailable — also after declining at Meta — never on raw JSON."""
+    from api.app import create_app
+    from tests.fixtures.api import FAST_RETRY
+
+    await pg.execute("alter role postgres set lock_timeout = '300ms'")  # the app's new sessions give up soon
+    try:
+        with TestClient(
+            create_app(api_settings, graph_retry=FAST_RETRY), base_url="http://testserver"
+        ) as client:
+            browser = Browser(client, sandbox)
+            init = browser.init()
+            assert init.status_code == 200, init.text
+            callback = browser.dialog(init.json()["url"], fb_user=fb.ALICE, mode=mode)
+            blocker = await asyncpg.connect(database_url)
+            try:
+                async with blocker.transaction():
+                    await blocker.execute("lock table public.instagram_oauth_states in access exclusive mode")
+                    result = await asyncio.to_thread(browser.callback, callback)
+            finally:
+                await blocker.close()
+                browser.http.close()
+    finally:
+        await pg.execute("alter role postgres reset lock_timeout")
+    assert result.response.status_code == 302
+    assert result.location.startswith(RETURN_URL + "?")
+    assert result.query["instagram"] == ["error"] and result.query["reason"] == ["temporarily_unavailable"]
