@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 
 from starlette.applications import Starlette
 
-from instagram_dm import logs
+from instagram_dm import errors, logs
 from instagram_dm.settings import Settings
 
 # With --workers > 1 uvicorn starts each process from an import string: the env file travels in the
@@ -39,12 +40,24 @@ def app_from_environ() -> Starlette:
     return create_app(settings)
 
 
+def check_port(host: str, port: int) -> None:
+    """ConfigError (one line) when nothing can listen on host:port: uvicorn would run the app's start-up
+    first, log api.started, and only then fail to bind."""
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    except OSError as exc:
+        raise errors.ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
 def run_api(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     from api.app import create_app
 
     app = create_app(settings)  # validates settings before binding the port
+    check_port(args.host, args.port)
     if args.workers > 1:
         os.environ[_ENV_FILE] = args.env_file
         uvicorn.run(
@@ -65,5 +78,6 @@ def run_api(args: argparse.Namespace, settings: Settings) -> int:
 def run_sandbox(args: argparse.Namespace, settings: Settings) -> int:
     from sandbox.server import serve
 
+    check_port(args.host, args.port)
     serve(args.host, args.port)
     return 0

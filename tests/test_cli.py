@@ -220,3 +220,20 @@ def test_refresh_now_with_an_integration_that_is_not_a_uuid_is_one_line(good_env
     assert result.stderr.strip().splitlines() == [
         "instagram-dm refresh-now: --integration 'nope' is not a UUID"
     ]
+
+
+@pytest.mark.parametrize("command", ["api", "sandbox"])
+def test_serving_on_a_busy_port_is_one_line(good_env: dict[str, str], command: str) -> None:
+    """`api` / `sandbox` on a port already taken say so in one line (exit 1) and the API never logs that it
+    started."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = cli(command, "--port", str(port), env=good_env)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"instagram-dm {command}: cannot listen on 127.0.0.1:{port}: Address already in use"
+    ]
