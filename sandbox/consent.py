@@ -45,7 +45,8 @@ def consent_page(
         if k in FORM_FIELDS
     )
     options = "".join(
-        f'<option value="{html.escape(u.id)}">{html.escape(u.name)} ({len(u.page_ids)} Pages)</option>'
+        f'<option value="{html.escape(u.id)}" data-declined="{html.escape(",".join(sorted(u.declined_scopes)))}">'
+        f"{html.escape(u.name)} ({len(u.page_ids)} {'Page' if len(u.page_ids) == 1 else 'Pages'})</option>"
         for u in list(users)[:_MAX_LISTED_USERS]
     )
     boxes = "".join(

@@ -460,3 +460,14 @@ def test_accounts_nested_unknown_field_is_refused(sandbox: SandboxControl) -> No
     (token,) = sandbox.mint(ALICE, "long")
     error = graph(sandbox, "GET", "/me/accounts", token, fields="id,instagram_business_account{bogus}").json()
     assert error["error"]["code"] == 100 and "IGUser" in error["error"]["message"]
+
+
+def test_consent_page_names_pages_in_the_singular_and_marks_declined_permissions(
+    sandbox: SandboxControl,
+) -> None:
+    """The account picker says "1 Page" (not "1 Pages") and carries each account's declined permissions, which
+    the page's script leaves unticked (Frank declined instagram_manage_messages)."""
+    page = sandbox.http.get(f"/{V}/dialog/oauth", params=dialog_params(sandbox)).text
+    assert "(1 Page)" in page and "(1 Pages)" not in page
+    assert 'data-declined="instagram_manage_messages"' in page
+    assert "box.checked = !declined.includes(box.value)" in page
