@@ -70,7 +70,9 @@ def create_app(
             stack.push_async_callback(http.aclose)
             db = database
             if db is None:
-                db = await open_database(settings, http=http if http_transport is not None else None)
+                db = await open_database(
+                    settings, http=http if http_transport is not None else None, lazy_when_down=True
+                )
                 stack.push_async_callback(db.close)
             graph = GraphClient.from_settings(settings, http, retry=graph_retry)
             service = InstagramService(db=db, graph=graph, settings=settings)

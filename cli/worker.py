@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -16,6 +17,7 @@ from instagram_dm import errors
 from instagram_dm.backoff import Backoff
 from instagram_dm.bootstrap import open_database
 from instagram_dm.db import rpc
+from instagram_dm.db.port import Database
 from instagram_dm.graph import GraphClient
 from instagram_dm.settings import Settings
 from worker import signals
@@ -26,8 +28,10 @@ from worker.kinds.unsubscribe import UnsubscribeKind
 from worker.kinds.webhooks import WebhookKind
 from worker.queue import JobKind
 from worker.runner import Worker, WorkerOptions
+from worker.startup import open_when_ready
 
 DAY = 86_400
+log = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -91,10 +95,21 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _run_worker(settings: Settings, options: WorkerOptions, backoff: Backoff, window: timedelta) -> int:
-    db = await open_database(settings, max_size=min(options.concurrency, 10) + 2)
-    try:
-        key, previous = settings.token_encryption_key.reveal(), settings.previous_key
+    key, previous = settings.token_encryption_key.reveal(), settings.previous_key
+    stop = asyncio.Event()
+
+    async def open_db() -> Database:
+        return await open_database(settings, max_size=min(options.concurrency, 10) + 2)
+
+    async def check(db: Database) -> None:
         await check_keys(db, key=key, previous_key=previous)
+
+    with signals.on_stop(lambda _sig: stop.set()):
+        db = await open_when_ready(open_db, check, stop)
+    if db is None:
+        log.info("worker.stopped", extra={"exit_code": 0, "waited_for_database": True})
+        return 0
+    try:
         limits = httpx.Limits(max_connections=options.concurrency + 10)
         async with httpx.AsyncClient(timeout=httpx.Timeout(15.0, connect=5.0), limits=limits) as http:
             graph = GraphClient.from_settings(settings, http)

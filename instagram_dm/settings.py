@@ -28,6 +28,7 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 _GRAPH_VERSION_RE = re.compile(r"v\d+\.\d+")
+DEFAULT_DB_TIMEOUT_SECONDS = 5.0
 
 
 class Secret:
@@ -66,6 +67,16 @@ def _is_http_url(url: str) -> bool:
     return parts.scheme in {"http", "https"} and bool(parts.hostname)
 
 
+def _db_timeout(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
+        raise ConfigError(f"INSTAGRAM_DB_TIMEOUT_SECONDS must be a number of seconds above 0, got {raw!r}")
+    return value
+
+
 def _environment(raw: str) -> str:
     if raw not in ENVIRONMENTS:
         raise ConfigError(f"INSTAGRAM_DM_ENV must be 'production' or 'development', got {raw!r}")
@@ -95,6 +106,8 @@ class Settings:
     environment: str = "production"
     oauth_bind_browser: bool = True
     worker_concurrency: int = 20
+    # Every database call (connect, pool wait, statement) gives up after this long: 503, never a hang.
+    db_timeout_seconds: float = DEFAULT_DB_TIMEOUT_SECONDS
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:
@@ -149,6 +162,7 @@ class Settings:
             environment=_environment(get("INSTAGRAM_DM_ENV") or "production"),
             oauth_bind_browser=bind_raw.lower() in _TRUE,
             worker_concurrency=concurrency,
+            db_timeout_seconds=_db_timeout(get("INSTAGRAM_DB_TIMEOUT_SECONDS", "5") or "5"),
             log_level=log_level,
         )
 

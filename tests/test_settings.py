@@ -111,6 +111,7 @@ def test_readme_table_lists_the_defaults_settings_reads() -> None:
         "INSTAGRAM_DM_ENV",
         "INSTAGRAM_OAUTH_BIND_BROWSER",
         "INSTAGRAM_WORKER_CONCURRENCY",
+        "INSTAGRAM_DB_TIMEOUT_SECONDS",
         "LOG_LEVEL",
         "INSTAGRAM_DM_DB_PORT",
         "INSTAGRAM_DM_DB_DIR",
@@ -621,3 +622,22 @@ def test_env_example_as_copied_is_refused_naming_each_placeholder() -> None:
         "INSTAGRAM_WEBHOOK_VERIFY_TOKEN",
     }
     assert all("placeholder" in line for line in problems)
+
+
+# ---- the database timeout ------------------------------------------------------------------------
+
+
+def test_db_timeout_defaults_to_5_seconds_and_is_read() -> None:
+    """INSTAGRAM_DB_TIMEOUT_SECONDS: 5 when unset, fractions of a second accepted."""
+    assert Settings.from_environ({}, env_file=None).db_timeout_seconds == 5.0
+    assert (
+        Settings.from_environ({"INSTAGRAM_DB_TIMEOUT_SECONDS": "0.5"}, env_file=None).db_timeout_seconds
+        == 0.5
+    )
+
+
+@pytest.mark.parametrize("raw", ["0", "-1", "soon", "nan", "inf"])
+def test_db_timeout_must_be_a_positive_number(raw: str) -> None:
+    """A timeout of zero, below zero, not a number or infinite stops start-up with one line naming it."""
+    with pytest.raises(ConfigError, match=r"^INSTAGRAM_DB_TIMEOUT_SECONDS must be"):
+        Settings.from_environ({"INSTAGRAM_DB_TIMEOUT_SECONDS": raw}, env_file=None)

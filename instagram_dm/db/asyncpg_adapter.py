@@ -6,6 +6,10 @@ function's signature, and arguments are coerced to what asyncpg expects for that
 to datetimes, dicts to jsonb). Connections run as ``service_role`` by default, so grants are
 exercised exactly as through PostgREST; :meth:`AsyncpgDatabase.rpc_as_user` switches one transaction to
 the user's role and claims, as PostgREST does for the CRM app's requests.
+
+One ``timeout`` bounds everything: opening a connection, waiting for a pooled one (and handing it back)
+and each statement (asyncpg's ``command_timeout``, which also cancels the statement on the server). Past
+it a call is DatabaseUnavailableError, so a silent or locked database never hangs a caller.
 """
 
 from __future__ import annotations
@@ -146,11 +150,12 @@ class AsyncpgDatabase:
 
     supports_listen = True
 
-    def __init__(self, pool: asyncpg.Pool, dsn: str, role: str | None) -> None:
+    def __init__(self, pool: asyncpg.Pool, dsn: str, role: str | None, timeout: float = 5.0) -> None:
         self._pool = pool
         self._dsn = dsn
         self._param_types: dict[str, tuple[str, ...]] = {}
         self._role = role
+        self._timeout = timeout
 
     @classmethod
     async def connect(
@@ -160,8 +165,12 @@ class AsyncpgDatabase:
         min_size: int = 1,
         max_size: int = 10,
         role: str | None = "service_role",
-        timeout: float = 10.0,
+        timeout: float = 5.0,
     ) -> AsyncpgDatabase:
+        """Open the pool. With ``min_size=0`` nothing is connected yet (the first call connects), so
+        this cannot fail for a database that is down; otherwise DatabaseUnavailableError."""
+        if timeout <= 0:
+            raise errors.ConfigError("the database timeout must be positive")
         settings = {"role": role} if role else {}
         try:
             pool = await asyncpg.create_pool(
@@ -171,17 +180,18 @@ class AsyncpgDatabase:
                 init=_init_connection,
                 server_settings={"application_name": "instagram-dm", **settings},
                 timeout=timeout,
+                command_timeout=timeout,
             )
         except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
             raise errors.DatabaseUnavailableError(
                 f"Cannot connect to the database ({type(exc).__name__})."
             ) from None
-        return cls(pool, dsn, role)
+        return cls(pool, dsn, role, timeout)
 
     async def rpc(self, name: str, args: Mapping[str, Any] | None = None) -> Any:
         sql, names, values = _call_sql(name, args)
         try:
-            async with self._pool.acquire() as conn:
+            async with self._pool.acquire(timeout=self._timeout) as conn:
                 return await self._fetch(conn, sql, names, values)
         except asyncpg.PostgresError as exc:
             raise _translate(exc, names) from None
@@ -200,7 +210,7 @@ class AsyncpgDatabase:
         sub, claimed_role = user.claims.get("sub"), user.claims.get("role")
         sql, names, values = _call_sql(name, args)
         try:
-            async with self._pool.acquire() as conn, conn.transaction():
+            async with self._pool.acquire(timeout=self._timeout) as conn, conn.transaction():
                 await conn.execute(_ACT_AS_USER, role, claims, _text(sub), _text(claimed_role))
                 return await self._fetch(conn, sql, names, values)
         except asyncpg.PostgresError as exc:
@@ -226,7 +236,7 @@ class AsyncpgDatabase:
 
     async def ping(self) -> None:
         try:
-            async with self._pool.acquire(timeout=5) as conn:
+            async with self._pool.acquire(timeout=self._timeout) as conn:
                 await conn.fetchval("select 1")
         except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise errors.DatabaseUnavailableError(
@@ -238,7 +248,7 @@ class AsyncpgDatabase:
         for channel in channels:
             _check_ident(channel)
         try:
-            conn = await asyncpg.connect(self._dsn, timeout=10)
+            conn = await asyncpg.connect(self._dsn, timeout=self._timeout, command_timeout=self._timeout)
         except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
             raise errors.DatabaseUnavailableError(
                 f"Cannot open a LISTEN connection ({type(exc).__name__})."
@@ -246,13 +256,23 @@ class AsyncpgDatabase:
         listener = _Listener(conn, channels)
         try:
             await listener.start()
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            conn.terminate()
+            raise errors.DatabaseUnavailableError(
+                f"Cannot open a LISTEN connection ({type(exc).__name__})."
+            ) from None
         except BaseException:
-            await conn.close()
+            conn.terminate()
             raise
         return listener
 
     async def close(self) -> None:
-        await self._pool.close()
+        """Close gracefully within the timeout; past it (a silent database) drop the connections."""
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._pool.close()
+        except TimeoutError:
+            self._pool.terminate()
 
 
 if TYPE_CHECKING:  # mypy holds the adapter to the port (a test could only repeat this)

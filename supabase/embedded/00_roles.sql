@@ -33,6 +33,12 @@ grant anon, authenticated, service_role to postgres;
 alter role anon set statement_timeout = '3s';
 alter role authenticated set statement_timeout = '8s';
 alter role authenticator set statement_timeout = '8s';
+-- Not in the image: a bound for service_role too (the API and worker), so no statement or lock wait
+-- runs forever even if a client-side timeout is lost. Applies where sessions log in as (or PostgREST
+-- switches to) service_role; our asyncpg connections are bounded on the client side as well
+-- (INSTAGRAM_DB_TIMEOUT_SECONDS). The README advises the same for a real Supabase project.
+alter role service_role set statement_timeout = '30s';
+alter role service_role set lock_timeout = '10s';
 alter role postgres set search_path = "$user", public, extensions;
 
 create schema if not exists extensions;

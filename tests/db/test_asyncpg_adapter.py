@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
@@ -22,6 +24,7 @@ from tests.fixtures.database import (
     STARTER_IMO,
     claims_for,
 )
+from tests.fixtures.servers import SilenceableProxy, silent_server
 
 KEY = "k" * 40
 OTHER_KEY = "o" * 40
@@ -283,6 +286,88 @@ async def test_connect_to_closed_port_is_unavailable() -> None:
     with pytest.raises(errors.DatabaseUnavailableError) as info:
         await AsyncpgDatabase.connect(dsn, timeout=2.0)
     assert "hunter2" not in str(info.value)
+
+
+# ---- the timeout: a silent or locked database never hangs a call ---------------------------------
+
+
+async def test_connect_to_a_silent_database_is_unavailable_within_the_timeout() -> None:
+    """A database that accepts connections and never answers: connect is DatabaseUnavailableError in time."""
+    async with silent_server() as port:
+        started = time.monotonic()
+        with pytest.raises(errors.DatabaseUnavailableError):
+            await asyncio.wait_for(
+                AsyncpgDatabase.connect(
+                    f"postgresql://postgres:postgres@127.0.0.1:{port}/postgres", timeout=0.5
+                ),
+                timeout=5,
+            )
+        assert time.monotonic() - started < 2
+
+
+async def test_calls_on_a_silent_database_are_unavailable_within_the_timeout() -> None:
+    """A lazily opened pool on a silent database: rpc, rpc_as_user and ping each give up within the
+    timeout, and close() does not hang either."""
+    async with silent_server() as port:
+        dsn = f"postgresql://postgres:postgres@127.0.0.1:{port}/postgres"
+        database = await AsyncpgDatabase.connect(dsn, min_size=0, timeout=0.5)
+        user = ActingUser(token="t", claims=claims_for(DEMO_ADMIN))
+        calls = [
+            database.rpc("instagram_health"),
+            database.rpc_as_user(user, "instagram_health"),
+            database.ping(),
+        ]
+        for call in calls:
+            started = time.monotonic()
+            with pytest.raises(errors.DatabaseUnavailableError):
+                await asyncio.wait_for(call, timeout=5)
+            assert time.monotonic() - started < 2
+        await asyncio.wait_for(database.close(), timeout=5)
+
+
+async def test_a_database_falling_silent_mid_run_fails_calls_within_the_timeout(
+    pg: asyncpg.Connection, database_url: str
+) -> None:
+    """Connected through a proxy that then drops every byte: calls on the pooled connections and new
+    connections alike are DatabaseUnavailableError within the timeout, and close() does not hang."""
+    port = urlsplit(database_url).port
+    assert port is not None
+    async with SilenceableProxy(port) as proxy:
+        dsn = database_url.replace(f":{port}/", f":{proxy.port}/")
+        database = await AsyncpgDatabase.connect(dsn, min_size=2, max_size=3, timeout=0.5)
+        await database.rpc("instagram_health")
+        proxy.silence()
+        for call in [database.rpc("instagram_health"), database.ping(), database.rpc("instagram_health")]:
+            started = time.monotonic()
+            with pytest.raises(errors.DatabaseUnavailableError):
+                await asyncio.wait_for(call, timeout=5)
+            assert time.monotonic() - started < 2
+        await asyncio.wait_for(database.close(), timeout=5)
+
+
+async def test_a_statement_waiting_on_a_lock_gives_up_within_the_timeout(
+    pg: asyncpg.Connection, database_url: str
+) -> None:
+    """A statement blocked by a lock another session holds is DatabaseUnavailableError within the
+    timeout (and cancelled on the server); the pool answers again once the lock is gone."""
+    database = await AsyncpgDatabase.connect(database_url, timeout=0.5)
+    try:
+        async with pg.transaction():
+            await pg.execute("lock table public.instagram_oauth_states in access exclusive mode")
+            started = time.monotonic()
+            with pytest.raises(errors.DatabaseUnavailableError):
+                await asyncio.wait_for(
+                    database.rpc("instagram_oauth_state_create", state_args(DEMO_ADMIN, DEMO_IMO)), timeout=5
+                )
+            assert time.monotonic() - started < 2
+            waiting = await pg.fetchval(
+                "select count(*) from pg_stat_activity where application_name = 'instagram-dm'"
+                " and wait_event_type = 'Lock'"
+            )
+            assert waiting == 0
+        await database.ping()
+    finally:
+        await database.close()
 
 
 # ---- ping, LISTEN, role --------------------------------------------------------------------------

@@ -317,3 +317,9 @@ async def test_security_definer_functions_pin_an_empty_search_path(pg: asyncpg.C
     assert {"public.instagram_store_integrations", "instagram_private.user_is_imo_admin"} <= names
     unpinned = [f["signature"] for f in definers if 'search_path=""' not in (f["proconfig"] or [])]
     assert unpinned == []
+
+
+async def test_service_role_has_a_statement_and_a_lock_timeout(pg: asyncpg.Connection) -> None:
+    """service_role (the API and worker) is bounded on the server too: statement_timeout and lock_timeout."""
+    config = await pg.fetchval("select rolconfig from pg_roles where rolname = 'service_role'")
+    assert {"statement_timeout=30s", "lock_timeout=10s"} <= set(config or [])

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
@@ -16,6 +20,7 @@ import pytest
 from instagram_dm.db.asyncpg_adapter import AsyncpgDatabase
 from instagram_dm.graph import GraphClient
 from tests.db import factories
+from tests.fixtures.servers import SilenceableProxy
 from tests.worker.conftest import KEY, all_finished, create_integrations, job_states, make_worker, run_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -175,3 +180,88 @@ async def test_worker_killed_inside_a_webhook_batch_loses_nothing_and_stores_not
     await run_until([make_worker(db, graph, kinds=webhook_kinds())], no_work_left(pg), timeout=20)
     assert (await counts(pg))["messages"] == 50
     assert (await counts(pg))["received"] == 50
+
+
+class StderrLines:
+    """Collects a process's stderr lines in a thread, so the test's loop keeps running meanwhile."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.lines: list[str] = []
+        assert proc.stderr is not None
+        stream = proc.stderr
+        self._thread = threading.Thread(
+            target=lambda: self.lines.extend(line.decode() for line in iter(stream.readline, b"")),
+            daemon=True,
+        )
+        self._thread.start()
+        self._stream = stream
+
+    def close(self) -> None:
+        """After the process ended: the last lines read, the pipe closed."""
+        self._thread.join(timeout=5)
+        self._stream.close()
+
+    async def wait_for(self, text: str, timeout: float = 15.0) -> str:
+        for _ in range(int(timeout / 0.05)):
+            for line in list(self.lines):
+                if text in line:
+                    return line
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"never logged {text!r}: {self.lines}")
+
+
+async def wait_exit(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> int | None:
+    for _ in range(int(timeout / 0.05)):
+        if proc.poll() is not None:
+            return proc.returncode
+        await asyncio.sleep(0.05)
+    return None
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_a_worker_started_while_the_database_is_down_waits_and_sigterm_exits_0(
+    pg: asyncpg.Connection, sandbox: Any, database_url: str
+) -> None:
+    """DATABASE_URL on a closed port: the worker keeps running, logs worker.database_unavailable with the
+    error code (no traceback), and SIGTERM while it waits exits 0."""
+    port = urlsplit(database_url).port
+    proc = start_worker(database_url.replace(f":{port}/", f":{closed_port()}/"), sandbox)
+    stderr = StderrLines(proc)
+    try:
+        line = json.loads(await stderr.wait_for("worker.database_unavailable"))
+        assert line["error_code"] == "database_unavailable"
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        assert await wait_exit(proc) == 0, stderr.lines
+        assert not any("Traceback" in entry for entry in stderr.lines)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        stderr.close()
+
+
+async def test_a_worker_started_while_the_database_is_down_starts_once_it_is_back(
+    pg: asyncpg.Connection, sandbox: Any, database_url: str
+) -> None:
+    """Once the database is reachable on its port, the waiting worker connects, checks its keys, runs
+    (here until idle) and exits 0."""
+    real_port = urlsplit(database_url).port
+    assert real_port is not None
+    port = closed_port()
+    proc = start_worker(database_url.replace(f":{real_port}/", f":{port}/"), sandbox, "--exit-when-idle")
+    stderr = StderrLines(proc)
+    try:
+        await stderr.wait_for("worker.database_unavailable")
+        async with SilenceableProxy(real_port, port=port):
+            assert await wait_exit(proc, timeout=30) == 0, stderr.lines
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        stderr.close()
