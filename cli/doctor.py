@@ -55,13 +55,25 @@ def config_checks(settings: Settings) -> list[Check]:
     return out
 
 
+# The fix for each way a connect fails (the codes of instagram_dm.db.asyncpg_adapter.connect_error).
+_CONNECT_FIXES = {
+    "database_auth_failed": "check the user and password in DATABASE_URL (the embedded one is postgres/postgres)",
+    "database_not_found": "use a database that exists in DATABASE_URL (the embedded one is postgres)",
+}
+_START_IT = "start it with `make run` or `scripts/db.sh up`, or fix the host and port in DATABASE_URL"
+
+
+def _unreachable(exc: errors.InstagramDMError) -> Check:
+    return Check(False, f"database: {exc.message}", _CONNECT_FIXES.get(exc.code, _START_IT))
+
+
 async def database_checks(settings: Settings, local: list[str], migrations_dir: Path) -> list[Check]:
     if settings.problems("database"):
         return [Check(False, "database: not configured", "set DATABASE_URL (make run uses the embedded one)")]
     try:
         db = await open_database(settings, max_size=1)
     except errors.InstagramDMError as exc:
-        return [Check(False, f"database: {exc.message}", "start it with `make run` or `scripts/db.sh up`")]
+        return [_unreachable(exc)]
     try:
         health = await rpc.health(db)
     except errors.RPCNotFoundError:
@@ -70,7 +82,7 @@ async def database_checks(settings: Settings, local: list[str], migrations_dir: 
             Check(False, "migrations: not applied", "run `scripts/db.sh migrate` (or `supabase db push`)"),
         ]
     except errors.InstagramDMError as exc:
-        return [Check(False, f"database: {exc.message}", "start it with `make run` or `scripts/db.sh up`")]
+        return [_unreachable(exc)]
     finally:
         await db.close()
     out = [

@@ -65,6 +65,42 @@ def test_doctor_reports_an_unreachable_database(good_env: dict[str, str]) -> Non
     assert "FAIL  database:" in result.stdout and "Traceback" not in result.stdout + result.stderr
 
 
+@pytest.mark.parametrize(
+    ("url_template", "line", "fix"),
+    [
+        (
+            "postgresql://postgres:wrong-password@127.0.0.1:{port}/postgres",
+            "FAIL  database: Cannot connect to the database 'postgres' at 127.0.0.1:{port}: the user or password "
+            "was refused.",
+            "check the user and password in DATABASE_URL",
+        ),
+        (
+            "postgresql://postgres:postgres@127.0.0.1:{port}/no_such_database",
+            "FAIL  database: Cannot connect to the database 'no_such_database' at 127.0.0.1:{port}: no such database.",
+            "use a database that exists in DATABASE_URL",
+        ),
+        (
+            "postgresql://postgres:postgres@127.0.0.1:9/postgres",
+            "FAIL  database: Cannot connect to the database 'postgres' at 127.0.0.1:9: nothing listens there.",
+            "start it with `make run` or `scripts/db.sh up`",
+        ),
+    ],
+    ids=["wrong-password", "no-such-database", "not-running"],
+)
+def test_doctor_names_host_port_and_the_fix_that_matches(
+    good_env: dict[str, str], url_template: str, line: str, fix: str
+) -> None:
+    """Each way the database connect fails is one line naming the database, host and port (never the password),
+    with the fix for that failure: credentials, database name, or start it."""
+    port = good_env["DATABASE_URL"].rsplit(":", 1)[1].split("/")[0]
+    result = cli("doctor", env=good_env | {"DATABASE_URL": url_template.format(port=port)})
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    index = lines.index(line.format(port=port))
+    assert lines[index + 1].strip().startswith(f"fix: {fix}")
+    assert "wrong-password" not in result.stdout + result.stderr
+
+
 def test_api_refuses_a_short_key_in_one_line(good_env: dict[str, str]) -> None:
     """`instagram-dm api` with a 10-character key stops before serving, with one line naming the variable."""
     result = cli("api", "--port", "9", env=good_env | {"INSTAGRAM_TOKEN_ENCRYPTION_KEY": "0123456789"})

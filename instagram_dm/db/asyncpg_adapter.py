@@ -21,6 +21,7 @@ import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -88,6 +89,35 @@ def _call_sql(name: str, args: Mapping[str, Any] | None) -> tuple[str, list[str]
     args = dict(args or {})
     placeholders = ", ".join(f"{_check_ident(k)} => ${i}" for i, k in enumerate(args, start=1))
     return f"select public.{_check_ident(name)}({placeholders})", list(args), list(args.values())
+
+
+# Why a connect failed, in words, and the code doctor picks its fix by.
+_CONNECT_REASONS: tuple[tuple[type[BaseException], str, str], ...] = (
+    (asyncpg.InvalidPasswordError, "database_auth_failed", "the user or password was refused"),
+    (asyncpg.InvalidAuthorizationSpecificationError, "database_auth_failed", "the user was refused"),
+    (asyncpg.InvalidCatalogNameError, "database_not_found", "no such database"),
+    (TimeoutError, "database_unavailable", "no answer in time"),
+    (ConnectionRefusedError, "database_unavailable", "nothing listens there"),
+    (OSError, "database_unavailable", "the host cannot be reached"),
+)
+
+
+def connect_error(dsn: str, exc: BaseException) -> errors.DatabaseUnavailableError:
+    """One readable line naming host and port (never the password) and what went wrong."""
+    parts = urlsplit(dsn)
+    try:
+        where = f"{parts.hostname or 'localhost'}:{parts.port or 5432}"
+    except ValueError:
+        where = parts.hostname or "the configured host"
+    database = parts.path.lstrip("/") or "postgres"
+    code, reason = "database_unavailable", type(exc).__name__
+    for kind, kind_code, words in _CONNECT_REASONS:
+        if isinstance(exc, kind):
+            code, reason = kind_code, words
+            break
+    return errors.DatabaseUnavailableError(
+        f"Cannot connect to the database {database!r} at {where}: {reason}.", code=code
+    )
 
 
 def _text(value: object) -> str:
@@ -183,9 +213,7 @@ class AsyncpgDatabase:
                 command_timeout=timeout,
             )
         except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
-            raise errors.DatabaseUnavailableError(
-                f"Cannot connect to the database ({type(exc).__name__})."
-            ) from None
+            raise connect_error(dsn, exc) from None
         return cls(pool, dsn, role, timeout)
 
     async def rpc(self, name: str, args: Mapping[str, Any] | None = None) -> Any:
