@@ -418,7 +418,45 @@ comment on function instagram_private.ensure_leads(uuid[]) is
 revoke all on function instagram_private.ensure_leads(uuid[]) from public, anon, authenticated;
 grant execute on function instagram_private.ensure_leads(uuid[]) to service_role;
 
-/** --- Section: the fail and release steps of the two queues below (the same for both) --- */
+/** --- Section: the claim, fail and release steps of the two queues below (the same for both) --- */
+
+create type instagram_private.claimed_job as (id bigint, attempt integer, max_attempts integer);
+comment on type instagram_private.claimed_job is 'A job queue_claim leased: its id and attempt count.';
+
+create or replace function instagram_private.queue_claim(
+  p_queue regclass, p_worker text, p_limit integer, p_lease_seconds integer
+)
+returns setof instagram_private.claimed_job
+language plpgsql
+set search_path = ''
+as $$
+begin
+  if p_worker is null or length(p_worker) = 0 or p_limit is null or p_limit < 1 or p_limit > 1000
+     or p_lease_seconds is null or p_lease_seconds < 1 then
+    raise exception 'invalid_claim' using errcode = '22023',
+      detail = 'Claim needs a worker id, a limit of 1 to 1000 and a positive lease.';
+  end if;
+  return query execute format(
+    'with picked as (
+       select q.id from %1$s q
+       where (q.state in (''available'', ''retryable'') and q.run_at <= now())
+          or (q.state = ''running'' and q.lease_expires_at < now() and q.attempt < q.max_attempts)
+       order by q.run_at, q.id
+       limit $2
+       for update skip locked
+     )
+     update %1$s q set state = ''running'', attempt = q.attempt + 1, lease_owner = $1,
+       lease_expires_at = now() + make_interval(secs => $3)
+     from picked where q.id = picked.id
+     returning q.id, q.attempt, q.max_attempts', p_queue)
+    using p_worker, p_limit, p_lease_seconds;
+end
+$$;
+comment on function instagram_private.queue_claim(regclass, text, integer, integer) is
+  'Claims up to p_limit due jobs of the queue table p_queue (and running ones whose lease expired) for p_worker '
+  'with a lease (FOR UPDATE SKIP LOCKED); returns their id, attempt and max_attempts.';
+revoke all on function instagram_private.queue_claim(regclass, text, integer, integer) from public, anon, authenticated;
+grant execute on function instagram_private.queue_claim(regclass, text, integer, integer) to service_role;
 
 create or replace function instagram_private.queue_fail(
   p_queue regclass, p_job_id bigint, p_worker text, p_action text, p_run_at timestamptz,
@@ -493,39 +531,16 @@ create or replace function public.instagram_profile_claim_v1(
   p_worker text, p_limit integer, p_lease_seconds integer default 300
 )
 returns jsonb
-language plpgsql
+language sql
 security definer
 set search_path = ''
 as $$
-declare
-  v_result jsonb;
-begin
-  if p_worker is null or length(p_worker) = 0 or p_limit is null or p_limit < 1 or p_limit > 1000
-     or p_lease_seconds is null or p_lease_seconds < 1 then
-    raise exception 'invalid_claim' using errcode = '22023',
-      detail = 'Claim needs a worker id, a limit of 1 to 1000 and a positive lease.';
-  end if;
-  with picked as (
-    select f.id from public.instagram_profile_fetches f
-    where (f.state in ('available', 'retryable') and f.run_at <= now())
-       or (f.state = 'running' and f.lease_expires_at < now() and f.attempt < f.max_attempts)
-    order by f.run_at, f.id
-    limit p_limit
-    for update skip locked
-  ), claimed as (
-    update public.instagram_profile_fetches f set
-      state = 'running', attempt = f.attempt + 1, lease_owner = p_worker,
-      lease_expires_at = now() + make_interval(secs => p_lease_seconds)
-    from picked where f.id = picked.id
-    returning f.*
-  )
   select coalesce(jsonb_agg(jsonb_build_object(
     'id', c.id, 'attempt', c.attempt, 'max_attempts', c.max_attempts,
-    'conversation_id', c.conversation_id, 'integration_id', c.integration_id, 'igsid', c.igsid
-  ) order by c.run_at, c.id), '[]'::jsonb) into v_result
-  from claimed c;
-  return v_result;
-end
+    'conversation_id', f.conversation_id, 'integration_id', f.integration_id, 'igsid', f.igsid
+  ) order by c.id), '[]'::jsonb)
+  from instagram_private.queue_claim('public.instagram_profile_fetches', p_worker, p_limit, p_lease_seconds) c
+  join public.instagram_profile_fetches f on f.id = c.id
 $$;
 comment on function public.instagram_profile_claim_v1(text, integer, integer) is
   'Claims up to p_limit due profile fetches (and running ones whose lease expired) for p_worker with a lease.';
@@ -1053,38 +1068,14 @@ create or replace function public.instagram_webhook_claim_v1(
   p_worker text, p_limit integer, p_lease_seconds integer default 300
 )
 returns jsonb
-language plpgsql
+language sql
 security definer
 set search_path = ''
 as $$
-declare
-  v_result jsonb;
-begin
-  if p_worker is null or length(p_worker) = 0 or p_limit is null or p_limit < 1 or p_limit > 1000
-     or p_lease_seconds is null or p_lease_seconds < 1 then
-    raise exception 'invalid_claim' using errcode = '22023',
-      detail = 'Claim needs a worker id, a limit of 1 to 1000 and a positive lease.';
-  end if;
-  with picked as (
-    select e.id from public.instagram_webhook_events e
-    where (e.state in ('available', 'retryable') and e.run_at <= now())
-       or (e.state = 'running' and e.lease_expires_at < now() and e.attempt < e.max_attempts)
-    order by e.run_at, e.id
-    limit p_limit
-    for update skip locked
-  ), claimed as (
-    update public.instagram_webhook_events e set
-      state = 'running', attempt = e.attempt + 1, lease_owner = p_worker,
-      lease_expires_at = now() + make_interval(secs => p_lease_seconds)
-    from picked where e.id = picked.id
-    returning e.id, e.attempt, e.max_attempts, e.run_at
-  )
   -- No bodies: the processing reads them in the database.
   select coalesce(jsonb_agg(jsonb_build_object('id', c.id, 'attempt', c.attempt, 'max_attempts', c.max_attempts)
-    order by c.run_at, c.id), '[]'::jsonb) into v_result
-  from claimed c;
-  return v_result;
-end
+    order by c.id), '[]'::jsonb)
+  from instagram_private.queue_claim('public.instagram_webhook_events', p_worker, p_limit, p_lease_seconds) c
 $$;
 comment on function public.instagram_webhook_claim_v1(text, integer, integer) is
   'Claims up to p_limit due deliveries (and running ones whose lease expired) for p_worker with a lease.';
