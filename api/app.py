@@ -77,7 +77,7 @@ def create_app(
             graph = GraphClient.from_settings(settings, http, retry=graph_retry)
             service = InstagramService(db=db, graph=graph, settings=settings)
             verifier = JWTVerifier.from_settings(settings, http)
-            deliveries = DeliveryStore(db)
+            deliveries = DeliveryStore(db, timeout=settings.db_timeout_seconds)
             stack.push_async_callback(deliveries.close)
             if not settings.webhook_verify_token.reveal():
                 log.warning(
