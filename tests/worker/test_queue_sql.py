@@ -549,3 +549,52 @@ async def test_complete_keeps_tokens_a_reconnect_stored_meanwhile(
         await pg.fetchval("select state from public.instagram_refresh_jobs where id = $1", job["id"])
         == "completed"
     )
+
+
+async def _a_dead_job(pg: asyncpg.Connection, db: AsyncpgDatabase) -> tuple[str, int]:
+    """An integration whose job used its last attempt and lost the lease (the worker died every time)."""
+    iid = await integration(pg)
+    assert await enqueue(db) == 1
+    job_id = await pg.fetchval(
+        """update public.instagram_refresh_jobs set state = 'running', attempt = max_attempts, lease_owner = 'gone',
+             lease_expires_at = now() - interval '1 minute' returning id"""
+    )
+    return iid, int(job_id)
+
+
+async def test_a_dead_job_does_not_block_the_next_enqueue(
+    pg: asyncpg.Connection, db: AsyncpgDatabase
+) -> None:
+    """A job that lost its last lease is buried by the daily sweep, which enqueues a new job for its integration."""
+    _, dead = await _a_dead_job(pg, db)
+    assert await enqueue(db) == 1
+    rows = await pg.fetch("select id, state, last_error_code from public.instagram_refresh_jobs order by id")
+    assert [(r["id"] == dead, r["state"], r["last_error_code"]) for r in rows] == [
+        (True, "discarded", "lease_expired"),
+        (False, "available", None),
+    ]
+
+
+async def test_enqueue_one_buries_a_dead_job_and_enqueues(
+    pg: asyncpg.Connection, db: AsyncpgDatabase
+) -> None:
+    """`refresh-now --integration` behind a dead job: enqueued true with a new job, not 'enqueued: false'."""
+    iid, dead = await _a_dead_job(pg, db)
+    result = await db.rpc("instagram_refresh_enqueue_one_v1", {"p_integration_id": iid})
+    assert result["enqueued"] is True and result["job_id"] != dead
+
+
+async def test_a_buried_job_leaves_its_reason_on_the_integration_and_tells_the_imo(
+    pg: asyncpg.Connection, db: AsyncpgDatabase
+) -> None:
+    """Giving up on a dead job records lease_expired on the integration (status kept) and one notification."""
+    iid, _ = await _a_dead_job(pg, db)
+    await db.rpc("instagram_refresh_prune_v1", {"p_keep_days": 7})
+    row = await pg.fetchrow(
+        "select status, last_error_code from public.instagram_integrations where id = $1", iid
+    )
+    assert (row["status"], row["last_error_code"]) == ("connected", "lease_expired")
+    notes = await pg.fetch("select kind, data from public.notifications where imo_id = $1", DEMO_IMO)
+    assert [(n["kind"], json.loads(n["data"])["code"]) for n in notes] == [
+        ("instagram_refresh_failed", "lease_expired")
+    ]
