@@ -12,16 +12,14 @@ user, so RLS and the membership checks decide here too.
 from __future__ import annotations
 
 import html
-import json
-from datetime import datetime
 from urllib.parse import parse_qs
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from api.body import read_capped
 from api.resources import resources
+from api.routes import read_json_object
 from instagram_dm import errors
 from instagram_dm.auth import mint_user_token
 from instagram_dm.db import rpc
@@ -147,10 +145,6 @@ account: it signs the exact bytes with the app secret and POSTs them to
     return HTMLResponse(_PAGE.format(title="Instagram inbox — Demo Agency", body=body))
 
 
-def _json_default(value: object) -> str:
-    return value.isoformat() if isinstance(value, datetime) else str(value)
-
-
 async def inbox_data(request: Request) -> Response:
     res = resources(request)
     user = await _dev_user(request)
@@ -160,18 +154,13 @@ async def inbox_data(request: Request) -> Response:
         if conversations
         else []
     )
-    payload = json.dumps({"conversations": conversations, "messages": messages}, default=_json_default)
-    return Response(payload, media_type="application/json")
+    return JSONResponse({"conversations": conversations, "messages": messages})  # RPC results are plain JSON
 
 
 async def receive_dm(request: Request) -> Response:
     """Ask the sandbox to DM the demo IMO's first live account (the sandbox POSTs the signed webhook here)."""
     res = resources(request)
-    try:
-        body = json.loads(await read_capped(request, 16 * 1024) or b"{}")
-    except (ValueError, RecursionError):
-        raise errors.BadRequestError("The request body must be JSON.", code="invalid_json") from None
-    text = str(body.get("text") or "Hello from the sandbox") if isinstance(body, dict) else "Hello"
+    text = str((await read_json_object(request)).get("text") or "Hello from the sandbox")
     accounts = [
         row.instagram_business_account_id
         for row in await res.service.status(user=await _dev_user(request), imo_id=DEMO_IMO)

@@ -278,9 +278,7 @@ class AsyncpgDatabase:
         try:
             conn = await asyncpg.connect(self._dsn, timeout=self._timeout, command_timeout=self._timeout)
         except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
-            raise errors.DatabaseUnavailableError(
-                f"Cannot open a LISTEN connection ({type(exc).__name__})."
-            ) from None
+            raise connect_error(self._dsn, exc) from None
         listener = _Listener(conn, channels)
         try:
             await listener.start()

@@ -610,14 +610,13 @@ async def webhook_replay(db: Database, *, failed_only: bool, since: datetime | N
 
 @dataclass(frozen=True)
 class ProfileToken:
-    """What a profile fetch needs: the integration's status and its Page token (None when none is stored)."""
+    """What a profile fetch needs: its integration's Page token (None when none is stored)."""
 
-    status: str
     page_token: str | None = field(repr=False)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ProfileToken:
-        return cls(status=_str(data, "status"), page_token=_opt_str(data, "page_token"))
+        return cls(page_token=_opt_str(data, "page_token"))
 
 
 async def profile_token(

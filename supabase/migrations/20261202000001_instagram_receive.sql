@@ -565,12 +565,12 @@ begin
   if not found then
     raise exception 'job_not_held' using errcode = 'P0002', detail = 'This worker does not hold that job.';
   end if;
-  return jsonb_build_object('status', v_integration.status, 'page_token', instagram_private.decrypt_token_any(
+  return jsonb_build_object('page_token', instagram_private.decrypt_token_any(
     v_integration.page_access_token_encrypted, v_integration.token_key_fingerprint, p_key, p_previous_key));
 end
 $$;
 comment on function public.instagram_profile_token_v1(bigint, text, text, text) is
-  'For a profile fetch p_worker holds: its integration''s status and decrypted Page token (null when none).';
+  'For a profile fetch p_worker holds: its integration''s decrypted Page token (null when none).';
 revoke execute on function public.instagram_profile_token_v1(bigint, text, text, text) from public, anon, authenticated;
 grant execute on function public.instagram_profile_token_v1(bigint, text, text, text) to service_role;
 
@@ -847,41 +847,37 @@ declare
   v_new uuid[];
   v_held integer;
 begin
-  -- The deliveries p_worker holds, parsed once. Bodies that are not JSON or not a shape we know fail alone.
-  select coalesce(jsonb_agg(jsonb_build_object('id', p.id, 'doc', p.doc, 'attempt', p.attempt,
-      'max_attempts', p.max_attempts)), '[]'::jsonb)
-    into v_docs
-  from (
+  -- The deliveries p_worker holds, parsed once and sorted in one statement: bodies that are not JSON or not a
+  -- shape we know are marked failed (alone), the rest go on to be processed.
+  with held as (
     select e.id, e.attempt, e.max_attempts, instagram_private.try_jsonb(e.body) as doc
     from public.instagram_webhook_events e
     where e.id = any (p_event_ids) and e.state = 'running' and e.lease_owner = p_worker
     order by e.id
     for update
-  ) p;
-
-  update public.instagram_webhook_events e set
-    state = 'failed', finalized_at = now(), lease_owner = null, lease_expires_at = null,
-    last_error_code = f.code, last_error_message = f.message
-  from (
-    select (d ->> 'id')::bigint as id,
-      case when d -> 'doc' is null or d -> 'doc' = 'null'::jsonb then 'invalid_json'
-           when d -> 'doc' ->> 'object' is distinct from 'instagram' then 'unsupported_object'
-           else 'unknown_shape' end as code,
-      case when d -> 'doc' is null or d -> 'doc' = 'null'::jsonb then 'The body is not UTF-8 JSON.'
-           when d -> 'doc' ->> 'object' is distinct from 'instagram' then 'The delivery is not for the instagram object.'
-           else 'The delivery has no entry array.' end as message
-    from jsonb_array_elements(v_docs) d
-    where jsonb_typeof(d -> 'doc') is distinct from 'object'
-       or d -> 'doc' ->> 'object' is distinct from 'instagram'
-       or jsonb_typeof(d -> 'doc' -> 'entry') is distinct from 'array'
-  ) f
-  where e.id = f.id;
-
-  v_held := jsonb_array_length(v_docs);
-  select coalesce(jsonb_agg(d), '[]'::jsonb) into v_docs
-  from jsonb_array_elements(v_docs) d
-  where jsonb_typeof(d -> 'doc') = 'object' and d -> 'doc' ->> 'object' = 'instagram'
-    and jsonb_typeof(d -> 'doc' -> 'entry') = 'array';
+  ), sorted as (
+    select h.*, case
+      when h.doc is null or h.doc = 'null'::jsonb then 'invalid_json'
+      when jsonb_typeof(h.doc) <> 'object' or h.doc ->> 'object' is distinct from 'instagram' then 'unsupported_object'
+      when jsonb_typeof(h.doc -> 'entry') is distinct from 'array' then 'unknown_shape'
+      end as failure
+    from held h
+  ), failed as (
+    update public.instagram_webhook_events e set
+      state = 'failed', finalized_at = now(), lease_owner = null, lease_expires_at = null,
+      last_error_code = f.failure,
+      last_error_message = case f.failure
+        when 'invalid_json' then 'The body is not UTF-8 JSON.'
+        when 'unsupported_object' then 'The delivery is not for the instagram object.'
+        else 'The delivery has no entry array.' end
+    from sorted f
+    where e.id = f.id and f.failure is not null
+  )
+  select count(*)::integer,
+    coalesce(jsonb_agg(jsonb_build_object('id', s.id, 'doc', s.doc, 'attempt', s.attempt,
+      'max_attempts', s.max_attempts)) filter (where s.failure is null), '[]'::jsonb)
+    into v_held, v_docs
+  from sorted s;
 
   v_items := instagram_private.webhook_items(v_docs);
 
