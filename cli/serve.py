@@ -59,19 +59,17 @@ def run_api(args: argparse.Namespace, settings: Settings) -> int:
     app = create_app(settings)  # validates settings before binding the port
     check_port(args.host, args.port)
     if args.workers > 1:
-        os.environ[_ENV_FILE] = args.env_file
-        uvicorn.run(
-            "cli.serve:app_from_environ",
-            factory=True,
-            workers=args.workers,
-            host=args.host,
-            port=args.port,
-            log_level="warning",
-            access_log=False,
-            lifespan="on",
-        )
-    else:
-        uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False, lifespan="on")
+        os.environ[_ENV_FILE] = args.env_file  # each process builds its own app (and pool) from it
+    uvicorn.run(
+        "cli.serve:app_from_environ" if args.workers > 1 else app,
+        factory=args.workers > 1,
+        workers=args.workers,
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+    )
     return 0
 
 
