@@ -196,7 +196,7 @@ async def test_claim_refuses_a_bad_limit(db: AsyncpgDatabase) -> None:
 
 
 async def test_expired_lease_is_claimable_again(pg: asyncpg.Connection, db: AsyncpgDatabase) -> None:
-    """After a simulated crash (lease expired while running), another worker claims the job: attempt 2."""
+    """After a simulated crash (lease expired while running), another worker claims the job on the same attempt."""
     await integration(pg)
     await enqueue(db)
     [job] = await claim(db, worker="crashed", lease=60)
@@ -206,7 +206,7 @@ async def test_expired_lease_is_claimable_again(pg: asyncpg.Connection, db: Asyn
     )
     [again] = await claim(db, worker="rescuer")
     assert again["id"] == job["id"]
-    assert again["attempt"] == 2
+    assert again["attempt"] == 1
     assert await pg.fetchval("select lease_owner from public.instagram_refresh_jobs") == "rescuer"
 
 
@@ -552,12 +552,13 @@ async def test_complete_keeps_tokens_a_reconnect_stored_meanwhile(
 
 
 async def _a_dead_job(pg: asyncpg.Connection, db: AsyncpgDatabase) -> tuple[str, int]:
-    """An integration whose job used its last attempt and lost the lease (the worker died every time)."""
+    """An integration whose job lost its lease for the last time it may (the worker died every time)."""
     iid = await integration(pg)
     assert await enqueue(db) == 1
     job_id = await pg.fetchval(
-        """update public.instagram_refresh_jobs set state = 'running', attempt = max_attempts, lease_owner = 'gone',
-             lease_expires_at = now() - interval '1 minute' returning id"""
+        """update public.instagram_refresh_jobs set state = 'running', attempt = 1, lease_owner = 'gone',
+             lease_expiries = max_lease_expiries - 1, lease_expires_at = now() - interval '1 minute'
+           returning id"""
     )
     return iid, int(job_id)
 
