@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import uuid
@@ -20,15 +21,18 @@ from instagram_dm.db import rpc
 from instagram_dm.db.port import Database
 from instagram_dm.graph import GraphClient
 from instagram_dm.settings import Settings
+from instagram_dm.usage import CallMeter
 from worker import signals
 from worker.keys import check_keys
 from worker.kinds.profiles import ProfileKind
 from worker.kinds.refresh import FacebookLoginRefresher, RefreshKind, refresh_rules
+from worker.kinds.send import SendKind
 from worker.kinds.unsubscribe import UnsubscribeKind
 from worker.kinds.webhooks import WebhookKind
 from worker.queue import JobKind
 from worker.runner import Worker, WorkerOptions
 from worker.startup import open_when_ready
+from worker.usage_report import report_calls_forever
 
 DAY = 86_400
 log = logging.getLogger(__name__)
@@ -37,10 +41,10 @@ log = logging.getLogger(__name__)
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     worker = sub.add_parser(
         "worker",
-        help="run the background worker (every job kind: token refresh, Page unsubscribes, webhooks, profiles)",
+        help="run the background worker (every job kind: token refresh, Page unsubscribes, webhooks, profiles, sends)",
         description="Claims jobs of every kind (token refreshes enqueued daily by pg_cron, Page "
-        "unsubscriptions queued by disconnect, stored webhook deliveries, participant profiles) and runs "
-        "them. Wakes on NOTIFY with DATABASE_URL, else polls. SIGTERM/SIGINT: graceful stop.",
+        "unsubscriptions queued by disconnect, stored webhook deliveries, participant profiles, outbound "
+        "messages) and runs them. Wakes on NOTIFY with DATABASE_URL, else polls. SIGTERM/SIGINT: graceful stop.",
     )
     worker.add_argument(
         "--concurrency",
@@ -112,19 +116,37 @@ async def _run_worker(settings: Settings, options: WorkerOptions, backoff: Backo
     try:
         limits = httpx.Limits(max_connections=options.concurrency + 10)
         async with httpx.AsyncClient(timeout=httpx.Timeout(15.0, connect=5.0), limits=limits) as http:
-            graph = GraphClient.from_settings(settings, http)
+            meter = CallMeter()
+            graph = GraphClient.from_settings(settings, http, meter=meter)
             refresher = FacebookLoginRefresher(db, graph, key=key, previous_key=previous, window=window)
             kinds: list[JobKind[Any]] = [
                 RefreshKind(refresher, key=key, previous_key=previous, rules=refresh_rules(backoff)),
                 UnsubscribeKind(db, graph, key=key, previous_key=previous),
                 WebhookKind(),
                 ProfileKind(db, graph, key=key, previous_key=previous),
+                SendKind(db, graph, key=key, previous_key=previous),
             ]
+            # The app's sending RPCs run in the database (PostgREST has no environment): they read these.
+            await rpc.settings_apply(db, settings=sending_settings(settings))
             worker = Worker(db, kinds, options=options)
-            with signals.on_stop(worker.on_signal):
-                return await worker.run()
+            reporter = asyncio.create_task(report_calls_forever(db, meter), name="usage-report")
+            try:
+                with signals.on_stop(worker.on_signal):
+                    return await worker.run()
+            finally:
+                reporter.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reporter
     finally:
         await db.close()
+
+
+def sending_settings(settings: Settings) -> rpc.SendingSettings:
+    return rpc.SendingSettings(
+        human_agent_enabled=settings.human_agent_enabled,
+        send_rate_per_second=settings.send_rate_per_second,
+        echo_wait_seconds=settings.send_echo_wait_seconds,
+    )
 
 
 def refresh_now(args: argparse.Namespace, settings: Settings) -> int:

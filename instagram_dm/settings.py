@@ -77,6 +77,25 @@ def _db_timeout(raw: str) -> float:
     return value
 
 
+def _number(name: str, raw: str, *, low: float, high: float, low_open: bool = False) -> float:
+    """A number of `name` within [low, high] (or (low, high]), else one readable line."""
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    above_low = value > low if low_open else value >= low
+    if not (above_low and value <= high):
+        bound = "above" if low_open else "at least"
+        raise ConfigError(f"{name} must be a number {bound} {low:g} and at most {high:g}, got {raw!r}")
+    return value
+
+
+def _flag(name: str, raw: str) -> bool:
+    if raw.lower() not in _TRUE | _FALSE:
+        raise ConfigError(f"{name} must be true or false, got {raw!r}")
+    return raw.lower() in _TRUE
+
+
 def _environment(raw: str) -> str:
     if raw not in ENVIRONMENTS:
         raise ConfigError(f"INSTAGRAM_DM_ENV must be 'production' or 'development', got {raw!r}")
@@ -108,6 +127,11 @@ class Settings:
     worker_concurrency: int = 20
     # Every database call (connect, pool wait, statement) gives up after this long: 503, never a hang.
     db_timeout_seconds: float = DEFAULT_DB_TIMEOUT_SECONDS
+    # Sending: HUMAN_AGENT-tagged human replies up to 7 days (needs Meta's Human Agent feature), the pace per
+    # Instagram account shared by all workers, and how long a send of unknown outcome waits for its echo.
+    human_agent_enabled: bool = False
+    send_rate_per_second: float = 100.0
+    send_echo_wait_seconds: float = 20.0
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:
@@ -163,6 +187,22 @@ class Settings:
             oauth_bind_browser=bind_raw.lower() in _TRUE,
             worker_concurrency=concurrency,
             db_timeout_seconds=_db_timeout(get("INSTAGRAM_DB_TIMEOUT_SECONDS", "5") or "5"),
+            human_agent_enabled=_flag(
+                "INSTAGRAM_HUMAN_AGENT_ENABLED", get("INSTAGRAM_HUMAN_AGENT_ENABLED", "false") or "false"
+            ),
+            send_rate_per_second=_number(
+                "INSTAGRAM_SEND_RATE_PER_SECOND",
+                get("INSTAGRAM_SEND_RATE_PER_SECOND", "100") or "100",
+                low=0,
+                high=1000,
+                low_open=True,
+            ),
+            send_echo_wait_seconds=_number(
+                "INSTAGRAM_SEND_ECHO_WAIT_SECONDS",
+                get("INSTAGRAM_SEND_ECHO_WAIT_SECONDS", "20") or "20",
+                low=0,
+                high=3600,
+            ),
             log_level=log_level,
         )
 

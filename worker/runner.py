@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from instagram_dm import errors
+from instagram_dm import errors, usage
 from instagram_dm.db.port import Database
 from worker import retry
 from worker.queue import Done, Failed, Job, JobId, JobKind, Outcome, Queue, utcnow
@@ -272,6 +272,7 @@ class Worker:
     async def _run_job(self, lane: _Lane, job: Job) -> None:
         started = time.monotonic()
         kind = lane.kind
+        usage.current_imo.set(getattr(job, "imo_id", None))  # this task's Meta calls count for its IMO
         try:
             async with asyncio.timeout(self.options.effective_job_timeout):
                 result = await kind.run(job, worker_id=self.worker_id)

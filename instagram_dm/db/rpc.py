@@ -36,6 +36,13 @@ Python (SQL ``public.instagram_…``)    what it does                           
                                        (security invoker: RLS decides)                        (as the user)
 ``list_messages``                      a conversation's messages, newest first                authenticated
 ``mark_conversation_read``             unread count to 0 (``not_found`` for non-members)      authenticated
+``send_message``                       queue one outbound message as the member (rules        authenticated
+                                       checked; the same client id returns the first)
+``retry_message``                      a failed outbound message queued again                 authenticated
+``usage_summary``                      the IMO's month: sent, received, calls, limit, left    authenticated
+``send_token``                         the Page token of an account a worker holds a send of  service_role
+``settings_apply``                     publish the worker's sending settings to the database  service_role
+``usage_add_calls``                    add a worker's Meta API call counts per IMO            service_role
 =====================================  ====================================================  ==============
 
 The job kinds' queue functions (``…_claim_v1`` / ``_complete_vN`` / ``_fail_v1`` / ``_release_v1``) share
@@ -81,6 +88,8 @@ __all__ = [
     "KeyRotationBatch",
     "ProfileToken",
     "RefreshEnqueued",
+    "SendToken",
+    "SendingSettings",
     "StateConsumed",
     "StateCreated",
     "StateStatus",
@@ -100,9 +109,15 @@ __all__ = [
     "profile_token",
     "refresh_enqueue",
     "refresh_enqueue_one",
+    "retry_message",
     "rotate_key_batch",
+    "send_message",
+    "send_token",
+    "settings_apply",
     "store_integrations",
     "unsubscribe_token",
+    "usage_add_calls",
+    "usage_summary",
     "webhook_ingest",
     "webhook_replay",
 ]
@@ -672,6 +687,103 @@ async def mark_conversation_read(db: Database, user: ActingUser, *, conversation
     await db.rpc_as_user(user, "instagram_mark_conversation_read", {"p_conversation_id": conversation_id})
 
 
+async def send_message(
+    db: Database,
+    user: ActingUser,
+    *,
+    conversation_id: str,
+    text: str | None = None,
+    attachment: Mapping[str, str] | None = None,
+    client_message_id: str | None = None,
+) -> Mapping[str, Any]:
+    """``instagram_send_message``, as `user`: the queued message; refusals raise with their code."""
+    result = await db.rpc_as_user(
+        user,
+        "instagram_send_message",
+        {
+            "p_conversation_id": conversation_id,
+            "p_text": text,
+            "p_attachment": dict(attachment) if attachment is not None else None,
+            "p_client_message_id": client_message_id,
+        },
+    )
+    return _object(result, "instagram_send_message")
+
+
+async def retry_message(db: Database, user: ActingUser, *, message_id: str) -> Mapping[str, Any]:
+    """``instagram_retry_message``, as `user`: the message queued again."""
+    result = await db.rpc_as_user(user, "instagram_retry_message", {"p_message_id": message_id})
+    return _object(result, "instagram_retry_message")
+
+
+async def usage_summary(
+    db: Database, user: ActingUser, *, imo_id: str, month: datetime | None = None
+) -> Mapping[str, Any]:
+    """``instagram_usage_summary``, as `user`: NotFoundError ``not_found`` for non-members."""
+    result = await db.rpc_as_user(
+        user, "instagram_usage_summary", {"p_imo_id": imo_id, "p_month": month.date() if month else None}
+    )
+    return _object(result, "instagram_usage_summary")
+
+
+@dataclass(frozen=True)
+class SendToken:
+    """The decrypted Page token of an account a worker holds a send of, and its version (a cache key)."""
+
+    page_token: str | None = field(repr=False)
+    token_version: str
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> SendToken:
+        return cls(page_token=_opt_str(data, "page_token"), token_version=_str(data, "token_version"))
+
+
+async def send_token(
+    db: Database, *, integration_id: str, worker: str, key: str, previous_key: str | None = None
+) -> SendToken:
+    """``instagram_send_token_v1``: NotFoundError ``job_not_held`` unless `worker` holds a send of the account."""
+    result = await db.rpc(
+        "instagram_send_token_v1",
+        {
+            "p_integration_id": integration_id,
+            "p_worker": worker,
+            "p_key": key,
+            "p_previous_key": previous_key,
+        },
+    )
+    return SendToken.from_json(_object(result, "instagram_send_token_v1"))
+
+
+@dataclass(frozen=True)
+class SendingSettings:
+    """What a worker publishes at start-up for the app's sending RPCs (PostgREST has no environment)."""
+
+    human_agent_enabled: bool
+    send_rate_per_second: float
+    echo_wait_seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "human_agent_enabled": self.human_agent_enabled,
+            "send_rate_per_second": self.send_rate_per_second,
+            "echo_wait_seconds": self.echo_wait_seconds,
+        }
+
+
+async def settings_apply(db: Database, *, settings: SendingSettings) -> None:
+    """``instagram_settings_apply_v1``."""
+    await db.rpc("instagram_settings_apply_v1", {"p_settings": settings.to_json()})
+
+
+async def usage_add_calls(db: Database, *, counts: Mapping[str, int]) -> int:
+    """``instagram_usage_add_calls_v1``: Meta API calls per IMO since the last report."""
+    result = await db.rpc(
+        "instagram_usage_add_calls_v1",
+        {"p_counts": [{"imo_id": imo_id, "calls": calls} for imo_id, calls in counts.items()]},
+    )
+    return int(result or 0)
+
+
 #: Every function of this module, for the catalogue test against pg_proc.
 CATALOGUE: tuple[Callable[..., Awaitable[object]], ...] = (
     oauth_state_create,
@@ -692,4 +804,10 @@ CATALOGUE: tuple[Callable[..., Awaitable[object]], ...] = (
     list_conversations,
     list_messages,
     mark_conversation_read,
+    send_message,
+    retry_message,
+    usage_summary,
+    send_token,
+    settings_apply,
+    usage_add_calls,
 )

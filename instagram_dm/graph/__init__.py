@@ -12,6 +12,8 @@ from instagram_dm.graph.errors import (
     MetaTokenInvalidError,
     MetaTransientError,
     classify,
+    reached_meta,
+    usage_from_headers,
 )
 from instagram_dm.graph.models import (
     WEBHOOK_FIELDS,
@@ -19,6 +21,7 @@ from instagram_dm.graph.models import (
     InstagramAccount,
     InstagramUser,
     Page,
+    SentMessage,
     TokenInfo,
 )
 from instagram_dm.graph.retry import RetryPolicy
@@ -38,7 +41,10 @@ __all__ = [
     "MetaTransientError",
     "Page",
     "RetryPolicy",
+    "SentMessage",
     "TokenInfo",
     "appsecret_proof",
     "classify",
+    "reached_meta",
+    "usage_from_headers",
 ]

@@ -31,6 +31,7 @@ from instagram_dm.graph.errors import (
     MetaTransientError,
     classify,
     scrub,
+    usage_from_headers,
 )
 from instagram_dm.graph.models import (
     WEBHOOK_FIELDS,
@@ -38,10 +39,12 @@ from instagram_dm.graph.models import (
     InstagramAccount,
     InstagramUser,
     Page,
+    SentMessage,
     TokenInfo,
 )
 from instagram_dm.graph.retry import RetryPolicy
 from instagram_dm.logs import redact
+from instagram_dm.usage import CallMeter
 
 if TYPE_CHECKING:
     from instagram_dm.settings import Settings
@@ -87,8 +90,10 @@ class GraphClient:
         graph_base_url: str = "https://graph.facebook.com",
         dialog_base_url: str = "https://www.facebook.com",
         retry: RetryPolicy | None = None,
+        meter: CallMeter | None = None,
     ) -> None:
         self._http = http
+        self._meter = meter
         self._app_id = app_id
         self._app_secret = app_secret
         self._version = version
@@ -100,7 +105,12 @@ class GraphClient:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, http: httpx.AsyncClient, *, retry: RetryPolicy | None = None
+        cls,
+        settings: Settings,
+        http: httpx.AsyncClient,
+        *,
+        retry: RetryPolicy | None = None,
+        meter: CallMeter | None = None,
     ) -> GraphClient:
         """Build a client from the ``meta`` settings group."""
         return cls(
@@ -111,6 +121,7 @@ class GraphClient:
             graph_base_url=settings.graph_base_url,
             dialog_base_url=settings.oauth_dialog_base_url,
             retry=retry,
+            meter=meter,
         )
 
     def __repr__(self) -> str:
@@ -264,6 +275,38 @@ class GraphClient:
             profile_pic=_opt_str(body.get("profile_pic")),
         )
 
+    # ---- messaging ------------------------------------------------------------------------------
+
+    async def send_message(
+        self,
+        page_id: str,
+        page_token: str,
+        *,
+        recipient_id: str,
+        text: str | None = None,
+        attachment: Mapping[str, Any] | None = None,
+        messaging_type: str = "RESPONSE",
+        tag: str | None = None,
+    ) -> SentMessage:
+        """``POST /{page-id}/messages``: one text or one attachment (``{type, payload: {url}}``) to an IGSID.
+
+        Never retried here (Meta has no idempotency key): only a request that did not leave is retried.
+        Errors raised carry ``reached_meta`` (False only when the request certainly did not leave)."""
+        message: dict[str, Any] = {"text": text} if attachment is None else {"attachment": dict(attachment)}
+        body: dict[str, Any] = {"recipient": {"id": recipient_id}, "message": message}
+        body["messaging_type"] = messaging_type
+        if tag is not None:
+            body["tag"] = tag
+        url = f"{self._graph}/{self._version}/{page_id}/messages"
+        answer, headers = await self._send(
+            "POST", url, self._signed({}, page_token), secrets=(page_token,), idempotent=False, json_body=body
+        )
+        message_id = answer.get("message_id")
+        if not isinstance(message_id, str) or not message_id:
+            raise MetaOtherError("Meta accepted the message but returned no message_id")
+        percent, regain = usage_from_headers(headers)
+        return SentMessage(message_id=message_id, usage_percent=percent, regain_seconds=regain)
+
     # ---- plumbing --------------------------------------------------------------------------------
 
     @staticmethod
@@ -322,7 +365,8 @@ class GraphClient:
         params = {k: v for k, v in parse_qsl(parts.query, keep_blank_values=True)}
         params = self._signed(params, token)
         url = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
-        return await self._send("GET", url, params, secrets=(token,), idempotent=True)
+        body, _ = await self._send("GET", url, params, secrets=(token,), idempotent=True)
+        return body
 
     async def _call(
         self,
@@ -336,9 +380,10 @@ class GraphClient:
     ) -> dict[str, Any]:
         url = f"{self._graph}/{self._version}{path}"
         all_secrets = (*secrets, *((token,) if token else ()))
-        return await self._send(
+        body, _ = await self._send(
             method, url, self._signed(params, token), secrets=all_secrets, idempotent=idempotent
         )
+        return body
 
     async def _send(
         self,
@@ -348,13 +393,14 @@ class GraphClient:
         *,
         secrets: Sequence[str],
         idempotent: bool,
-    ) -> dict[str, Any]:
+        json_body: Mapping[str, Any] | None = None,
+    ) -> tuple[dict[str, Any], httpx.Headers]:
         secrets = (*secrets, self._app_secret, params.get("appsecret_proof", ""))
         attempt = 0
         while True:
             attempt += 1
             try:
-                return await self._attempt(method, url, params, secrets=secrets)
+                return await self._attempt(method, url, params, secrets=secrets, json_body=json_body)
             except GraphError as exc:
                 retryable = isinstance(exc, MetaTransientError) and (
                     idempotent or getattr(exc, "_before_send", False)
@@ -389,15 +435,25 @@ class GraphClient:
                 await asyncio.sleep(delay)
 
     async def _attempt(
-        self, method: str, url: str, params: Mapping[str, str], *, secrets: Sequence[str]
-    ) -> dict[str, Any]:
-        if method == "POST":
+        self,
+        method: str,
+        url: str,
+        params: Mapping[str, str],
+        *,
+        secrets: Sequence[str],
+        json_body: Mapping[str, Any] | None = None,
+    ) -> tuple[dict[str, Any], httpx.Headers]:
+        if json_body is not None:  # the token stays in the query; the body is Meta's JSON object
+            request = self._http.build_request(method, url, params=dict(params), json=dict(json_body))
+        elif method == "POST":
             request = self._http.build_request(method, url, data=dict(params))
         else:
             request = self._http.build_request(method, url, params=dict(params))
         masked_url = scrub(redact(str(request.url)), secrets)
         started = time.perf_counter()
         self._calls += 1
+        if self._meter is not None:
+            self._meter.count()
         try:
             response = await self._http.send(request)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
@@ -429,4 +485,4 @@ class GraphClient:
             if response.status_code < 400 and body is None:
                 raise MetaOtherError(f"Meta answered HTTP {response.status_code} with a non-JSON body")
             raise classify(response.status_code, content, response.headers, secrets=secrets)
-        return body
+        return body, response.headers

@@ -190,6 +190,33 @@ def retry_after_from_headers(headers: Mapping[str, str]) -> float | None:
     return None
 
 
+def usage_from_headers(headers: Mapping[str, str]) -> tuple[float | None, float | None]:
+    """How busy Meta says the account is, from ``X-Business-Use-Case-Usage``: the highest of call_count,
+    total_cputime and total_time (percent) and the regain-access time in seconds; (None, None) without it."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    buc = _loads_object(lowered.get("x-business-use-case-usage"))
+    percents: list[float] = []
+    regain: list[float] = []
+    if isinstance(buc, dict):
+        for entries in buc.values():
+            for entry in entries if isinstance(entries, list) else [entries]:
+                if not isinstance(entry, dict):
+                    continue
+                for name in ("call_count", "total_cputime", "total_time"):
+                    value = entry.get(name)
+                    if isinstance(value, int | float) and not isinstance(value, bool):
+                        percents.append(float(value))
+                value = entry.get("estimated_time_to_regain_access")
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    regain.append(float(value) * 60.0)
+    return (max(percents) if percents else None, max(regain) if regain else None)
+
+
+def reached_meta(exc: BaseException) -> bool:
+    """False only when the request certainly never left (no connection was made)."""
+    return not getattr(exc, "_before_send", False)
+
+
 def classify(
     status: int, body: bytes, headers: Mapping[str, str], *, secrets: Iterable[str] = ()
 ) -> GraphError:

@@ -79,3 +79,12 @@ class InstagramUser:
     username: str | None
     name: str | None
     profile_pic: str | None
+
+
+@dataclass(frozen=True)
+class SentMessage:
+    """Meta's answer to a send, and how busy the account is (``X-Business-Use-Case-Usage``, percent)."""
+
+    message_id: str
+    usage_percent: float | None = None
+    regain_seconds: float | None = None

@@ -1,0 +1,235 @@
+"""Kind ``send``: send queued outbound messages to Meta, exactly once (`instagram_send_jobs`, woken by a
+NOTIFY from ``instagram_send_message``).
+
+The claim does what needs no request (a message its echo confirmed completes, one whose 24-hour window
+closed fails, a dead worker's send waits for its echo) and gives each job a pacing slot of its Instagram
+account, shared by every worker (``delay_seconds``). ``run`` waits for the slot, sends once, and turns
+whatever happened into an outcome for ``instagram_send_complete_v1``, by Meta's code and subcode (never by
+text):
+
+    sent        Meta's message_id is stored; delivery and read come from webhooks
+    unknown     no answer we can trust (timeout after the request left, 5xx, 1/1357046): the message waits
+                for its echo and is sent again only if none came (INSTAGRAM_SEND_ECHO_WAIT_SECONDS)
+    retry       the request never left (no connection): again with backoff
+    throttled   4, 17, 32, 613 (2534040), 80006: the account pauses for every worker
+    reauth      190, 102: the integration needs reconnecting; the message fails with reauth_required
+    failed      Meta refused this message (outside the window, not a user, not accepting, restricted ...)
+
+A failure of the run itself (its timeout, say) goes through the runner to ``instagram_send_fail_v1``,
+which, while the message was being sent, also waits for the echo. The Page token is decrypted in SQL and
+kept in memory per account until the stored ciphertext changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, ClassVar
+
+from instagram_dm.backoff import Backoff
+from instagram_dm.db import rpc
+from instagram_dm.db.port import Database
+from instagram_dm.graph import (
+    GraphClient,
+    GraphError,
+    MetaInvalidRequestError,
+    MetaPermissionError,
+    MetaRateLimitedError,
+    MetaTokenInvalidError,
+    MetaTransientError,
+    reached_meta,
+)
+from worker.queue import Job, QueueRPCs, utcnow
+from worker.retry import RetryRules
+
+log = logging.getLogger(__name__)
+
+THROTTLE_WAIT = 60.0  # seconds, when Meta throttles without saying for how long
+
+# Meta refused this message for good: (code, subcode) -> (our error code, what the app can show).
+REFUSALS: dict[tuple[int, int | None], tuple[str, str]] = {
+    (10, 2534022): ("outside_messaging_window", "Meta says the 24-hour window to reply has closed."),
+    (100, 2534014): (
+        "recipient_not_found",
+        "Meta does not know this person as an Instagram user of this account.",
+    ),
+    (200, 2534041): ("recipient_not_accepting", "This person does not accept messages from this account."),
+    (551, None): ("recipient_not_accepting", "This person is not accepting messages right now."),
+    (10, 1893063): ("account_restricted", "Meta has temporarily restricted messaging from this account."),
+    (100, 2534029): (
+        "account_blocked",
+        "Meta has blocked this account from sending messages through the API.",
+    ),
+}
+# Meta's answer says nothing reliable about whether the message went out.
+UNCERTAIN: frozenset[tuple[int, int | None]] = frozenset({(1, 1357046)})
+
+
+@dataclass(frozen=True)
+class SendJob(Job):
+    """A claimed send with its pacing slot."""
+
+    message_id: str
+    imo_id: str
+    integration_id: str
+    page_id: str
+    recipient_id: str
+    text: str | None
+    attachment: Mapping[str, Any] | None
+    messaging_type: str
+    tag: str | None
+    delay_seconds: float
+    token_version: str
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> SendJob:
+        attachment = row.get("attachment")
+        return cls(
+            id=int(row["id"]),
+            attempt=int(row["attempt"]),
+            max_attempts=int(row["max_attempts"]),
+            message_id=str(row["message_id"]),
+            imo_id=str(row["imo_id"]),
+            integration_id=str(row["integration_id"]),
+            page_id=str(row["page_id"]),
+            recipient_id=str(row["recipient_id"]),
+            text=row.get("text"),
+            attachment=attachment if isinstance(attachment, Mapping) else None,
+            messaging_type=str(row["messaging_type"]),
+            tag=row.get("tag"),
+            delay_seconds=float(row.get("delay_seconds") or 0.0),
+            token_version=str(row["token_version"]),
+        )
+
+    def log_extra(self) -> dict[str, object]:
+        return {**super().log_extra(), "message_id": self.message_id, "integration_id": self.integration_id}
+
+
+def outcome_for(
+    exc: GraphError, *, attempt: int, max_attempts: int, backoff: Backoff, now: datetime
+) -> dict[str, Any]:
+    """What a Meta error means for one send (see the module docstring)."""
+    code, subcode = exc.meta_code, exc.meta_subcode
+    base = {
+        "error_code": exc.code if code is None else f"meta_{code}" + (f"_{subcode}" if subcode else ""),
+        "error_message": exc.message,
+    }
+    if code is not None:
+        refusal = REFUSALS.get((code, subcode)) or REFUSALS.get((code, None))
+        if refusal is not None:
+            return {"outcome": "failed", "error_code": refusal[0], "error_message": refusal[1]}
+        if (code, subcode) in UNCERTAIN:
+            return {"outcome": "unknown", **base}
+    if isinstance(exc, MetaTokenInvalidError):
+        return {"outcome": "reauth", **base}
+    if isinstance(exc, MetaRateLimitedError):
+        wait = exc.retry_after if exc.retry_after is not None else THROTTLE_WAIT
+        return {"outcome": "throttled", "run_at": (now + timedelta(seconds=wait)).isoformat(), **base}
+    if not reached_meta(exc):
+        run_at = backoff.next_run_at(attempt=attempt, max_attempts=max_attempts, now=now) or now
+        return {"outcome": "retry", "run_at": run_at.isoformat(), **base}
+    if isinstance(exc, MetaTransientError):
+        return {"outcome": "unknown", **base}
+    if isinstance(exc, MetaPermissionError | MetaInvalidRequestError):
+        return {"outcome": "failed", **base}
+    return {"outcome": "failed", **base}
+
+
+class SendKind:
+    """The outbound send job kind."""
+
+    name: ClassVar[str] = "send"
+    channel: ClassVar[str] = "instagram_send_jobs"
+    rpcs: ClassVar[QueueRPCs] = QueueRPCs(
+        claim="instagram_send_claim_v1",
+        complete="instagram_send_complete_v1",
+        fail="instagram_send_fail_v1",
+        release="instagram_send_release_v1",
+    )
+
+    def __init__(
+        self,
+        db: Database,
+        graph: GraphClient,
+        *,
+        key: str,
+        previous_key: str | None = None,
+        backoff: Backoff | None = None,
+        share: float = 0.5,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._db = db
+        self._graph = graph
+        self._key = key
+        self._previous_key = previous_key
+        self._clock = clock
+        self._backoff = backoff or Backoff(base=2.0, cap=300.0)
+        self._tokens: dict[str, tuple[str, str | None]] = {}  # integration -> (token_version, page token)
+        self.rules = RetryRules(backoff=self._backoff)
+        self.share = share
+
+    def complete_args(self) -> Mapping[str, Any]:
+        return {}
+
+    def parse(self, row: Mapping[str, Any]) -> SendJob:
+        return SendJob.from_row(row)
+
+    async def run(self, job: SendJob, *, worker_id: str) -> Mapping[str, Any]:
+        if job.delay_seconds > 0:
+            await asyncio.sleep(job.delay_seconds)  # this account's slot, shared by every worker
+        result = await self._send(job, worker_id)
+        log.info(
+            "send.finished",
+            extra={**job.log_extra(), "outcome": result["outcome"], "error_code": result.get("error_code")},
+        )
+        return result
+
+    async def _page_token(self, job: SendJob, worker_id: str) -> str | None:
+        cached = self._tokens.get(job.integration_id)
+        if cached is not None and cached[0] == job.token_version:
+            return cached[1]
+        token = await rpc.send_token(
+            self._db,
+            integration_id=job.integration_id,
+            worker=worker_id,
+            key=self._key,
+            previous_key=self._previous_key,
+        )
+        self._tokens[job.integration_id] = (token.token_version, token.page_token)
+        return token.page_token
+
+    async def _send(self, job: SendJob, worker_id: str) -> dict[str, Any]:
+        page_token = await self._page_token(job, worker_id)
+        if not page_token:
+            return {
+                "outcome": "reauth",
+                "error_code": "no_token",
+                "error_message": "The account has no Page token.",
+            }
+        try:
+            sent = await self._graph.send_message(
+                job.page_id,
+                page_token,
+                recipient_id=job.recipient_id,
+                text=job.text,
+                attachment=job.attachment,
+                messaging_type=job.messaging_type,
+                tag=job.tag,
+            )
+        except GraphError as exc:
+            return outcome_for(
+                exc,
+                attempt=job.attempt,
+                max_attempts=job.max_attempts,
+                backoff=self._backoff,
+                now=self._clock(),
+            )
+        return {
+            "outcome": "sent",
+            "meta_message_id": sent.message_id,
+            "usage_percent": sent.usage_percent,
+            "regain_seconds": sent.regain_seconds,
+        }
