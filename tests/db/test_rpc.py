@@ -44,7 +44,17 @@ class _Recorder(InMemoryDatabase):
 
 
 def _sample(parameter: inspect.Parameter) -> object:
-    return {"accounts": [ACCOUNT], "scopes": ["instagram_basic"], "bodies": [b"{}"]}.get(parameter.name, "x")
+    return {
+        "accounts": [ACCOUNT],
+        "scopes": ["instagram_basic"],
+        "bodies": [b"{}"],
+        "attachment": {"type": "image", "url": "https://cdn.test/a.png"},
+        "month": None,
+        "settings": rpc.SendingSettings(
+            human_agent_enabled=False, send_rate_per_second=100, echo_wait_seconds=20
+        ),
+        "counts": {DEMO_IMO: 1},
+    }.get(parameter.name, "x")
 
 
 async def _recorded_call(function: Callable[..., Awaitable[object]]) -> Call:

@@ -484,3 +484,58 @@ async def test_list_pages_with_instagram_expands_the_account_in_one_listing() ->
     assert [r.url.path for r in seen] == ["/v25.0/me/accounts", "/v25.0/me/accounts"]
     assert [query(r)["fields"] for r in seen] == [LINKED_FIELDS, LINKED_FIELDS]
     assert query(seen[1])["after"] == "MQ" and query(seen[1])["appsecret_proof"] == proof(USER_TOKEN)
+
+
+# ---- sending -------------------------------------------------------------------------------------
+
+
+def sent_answer(request: httpx.Request) -> httpx.Response:
+    usage = {"17841400000000001": [{"type": "messenger", "call_count": 42, "total_cputime": 7, "total_time": 9,
+                                    "estimated_time_to_regain_access": 0}]}  # fmt: skip
+    return httpx.Response(
+        200,
+        json={"recipient_id": "4242", "message_id": "mid.abc"},
+        headers={"X-Business-Use-Case-Usage": json.dumps(usage)},
+    )
+
+
+async def test_send_message_posts_meta_json_with_the_token_in_the_query() -> None:
+    """A send is POST /{page}/messages with the JSON body Meta documents; the token and proof in the query."""
+    client, seen = make(sent_answer)
+    sent = await client.send_message(
+        "111", PAGE_TOKEN, recipient_id="4242", text="Hi ä", messaging_type="MESSAGE_TAG", tag="HUMAN_AGENT"
+    )
+    [request] = seen
+    assert (request.method, request.url.path) == ("POST", "/v25.0/111/messages")
+    assert json.loads(request.content) == {
+        "recipient": {"id": "4242"},
+        "message": {"text": "Hi ä"},
+        "messaging_type": "MESSAGE_TAG",
+        "tag": "HUMAN_AGENT",
+    }
+    query = parse_qs(urlsplit(str(request.url)).query)
+    assert query["access_token"] == [PAGE_TOKEN] and query["appsecret_proof"] == [proof(PAGE_TOKEN)]
+    assert (sent.message_id, sent.usage_percent) == ("mid.abc", 42.0)
+
+
+async def test_send_message_sends_an_attachment_without_text() -> None:
+    """An attachment goes as message.attachment {type, payload{url}}, with no tag for a RESPONSE."""
+    client, seen = make(sent_answer)
+    attachment = {"type": "image", "payload": {"url": "https://cdn.test/a.png"}}
+    await client.send_message("111", PAGE_TOKEN, recipient_id="4242", attachment=attachment)
+    body = json.loads(seen[0].content)
+    assert body == {
+        "recipient": {"id": "4242"},
+        "message": {"attachment": attachment},
+        "messaging_type": "RESPONSE",
+    }
+
+
+async def test_send_message_is_never_retried_after_a_5xx() -> None:
+    """A 500 from Meta is raised after one request, even with retries on: the message may have gone out."""
+    client, seen = make(
+        lambda _r: httpx.Response(500, json={"error": {"code": 2, "message": "x"}}), RetryPolicy()
+    )
+    with pytest.raises(MetaTransientError):
+        await client.send_message("111", PAGE_TOKEN, recipient_id="4242", text="hi")
+    assert len(seen) == 1

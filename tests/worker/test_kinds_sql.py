@@ -257,13 +257,22 @@ async def test_an_expired_lease_is_claimed_again(pg: asyncpg.Connection, db: Asy
 
 
 def _kinds() -> list[Any]:
+    from worker.kinds.profiles import ProfileKind
     from worker.kinds.refresh import RefreshKind
+    from worker.kinds.send import SendKind
     from worker.kinds.unsubscribe import UnsubscribeKind
+    from worker.kinds.webhooks import WebhookKind
 
     async def never(job: Any) -> Any:
         raise AssertionError
 
-    return [RefreshKind(never, key=KEY), UnsubscribeKind(None, None, key=KEY)]  # type: ignore[arg-type]
+    return [
+        RefreshKind(never, key=KEY),
+        UnsubscribeKind(None, None, key=KEY),  # type: ignore[arg-type]
+        WebhookKind(),
+        ProfileKind(None, None, key=KEY),  # type: ignore[arg-type]
+        SendKind(None, None, key=KEY),  # type: ignore[arg-type]
+    ]
 
 
 @pytest.mark.parametrize("kind", _kinds(), ids=lambda k: k.name)
