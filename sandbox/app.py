@@ -5,11 +5,12 @@
     core.py     the state holder (`Sandbox`) and the Graph envelope every Graph route shares
     oauth.py    the Login dialog and ``/oauth/access_token``   (consent.py: the dialog's HTML)
     graph.py    Graph nodes and edges (``/me/accounts``, ``/{id}``, ``subscribed_apps``, ``debug_token``)
+    send.py     the Send API ``/{page-id}/messages``: checks, 24-hour window, rate, record, echo
     fields.py   the ``fields=`` parser, nested expansion included
-    faults.py   injected faults and latency (ASGI middleware)
+    faults.py   injected faults (before the route, or after an accepted send) and latency (ASGI)
     people.py   IGSIDs: made on first use, ``GET /{igsid}`` profiles, forced profile failures
     control.py  ``/_sandbox/`` (reset, state, users, tokens, faults, latency, clock, dialog, config,
-                webhooks, people)
+                webhooks, people, messages)
     webhooks.py webhook deliveries built, encoded and signed like Meta's (pure; tests import it)
     emitter.py  ``/_sandbox/webhooks/send``: plans deliveries and POSTs them to the webhook URL
 

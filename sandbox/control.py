@@ -1,5 +1,6 @@
 """The control API under `/_sandbox/`: reset, inspect, create users, mint and revoke tokens, inject
-faults and latency, script the dialog, move the clock, send webhooks, shape people (IGSIDs).
+faults and latency, script the dialog, move the clock, send webhooks, shape people (IGSIDs) and their
+last message to an account (the Send API's window), list the messages the Send API accepted.
 JSON in, JSON out; never faulted or delayed.
 """
 
@@ -14,10 +15,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from sandbox.emitter import DEFAULT_SEED, WebhookUnreachable, check_url, plan_send, send
+from sandbox.emitter import DEFAULT_SEED, WebhookUnreachable, check_url, default_account, plan_send, send
 from sandbox.fixtures import create_user, describe_user, parse_time
-from sandbox.people import apply_spec, looks_like_igsid, person, picture_png
-from sandbox.state import DialogScript, Fault, LatencyRule
+from sandbox.people import apply_spec, looks_like_igsid, picture_png
+from sandbox.state import DialogScript, Fault, LatencyRule, State
 from sandbox.webhooks import igsid
 
 if TYPE_CHECKING:
@@ -87,6 +88,7 @@ async def state_view(request: Request) -> Response:
             "long_lived_reexchange": state.long_lived_reexchange,
             "require_appsecret_proof": state.require_appsecret_proof,
             "webhook_url": state.webhook_url,
+            **_send_knobs(state),
         },
         "calls": dict(state.calls),
         "total_calls": sandbox.total_calls,
@@ -108,6 +110,7 @@ async def state_view(request: Request) -> Response:
             "sent": state.webhooks_sent,
             "last": state.webhook_log[-1] if state.webhook_log else None,
         },
+        "messages": {"sent": len(state.sent), "last": state.sent[-1].public() if state.sent else None},
     }
     if request.query_params.get("tokens") in {"1", "true"}:
         body["tokens"] = [rec.public() for rec in state.tokens.values()]
@@ -226,21 +229,23 @@ async def faults(request: Request) -> Response:
             ]
         }
         headers.setdefault("x-business-use-case-usage", json.dumps(usage))
+    timeout = bool(body.get("timeout", False)) or body.get("timeout_seconds") is not None
     fault = Fault(
         pattern=_regex(body.get("path")),
         method=str(body["method"]).upper() if body.get("method") else None,
         remaining=int(body.get("count", 1)),
-        http_status=int(body.get("http_status", 400)),
+        http_status=int(body.get("http_status", 504 if timeout else 400)),
         code=int(body["code"]) if body.get("code") is not None else None,
         subcode=int(body["subcode"]) if body.get("subcode") is not None else None,
         type=str(body.get("type", "OAuthException")),
         message=str(body.get("message", "")),
         body=str(body["body"]) if body.get("body") is not None else None,
         headers=headers,
-        timeout=bool(body.get("timeout", False)) or body.get("timeout_seconds") is not None,
+        timeout=timeout,
         hang_seconds=float(body["timeout_seconds"]) if body.get("timeout_seconds") is not None else None,
         is_transient=body.get("is_transient") if isinstance(body.get("is_transient"), bool) else None,
         query=_regex(body["query"]) if body.get("query") else None,
+        after_delivery=_flag(body, "after_delivery"),
     )
     state.faults.append(fault)
     return JSONResponse(fault.public(), status_code=201)
@@ -308,6 +313,7 @@ async def config(request: Request) -> Response:
         state.long_lived_ttl = seconds
     if "webhook_url" in body:
         state.webhook_url = check_url(body["webhook_url"])
+    _configure_send(state, body)
     return JSONResponse(
         {
             "long_lived_reexchange": state.long_lived_reexchange,
@@ -315,8 +321,58 @@ async def config(request: Request) -> Response:
             "page_size": state.page_size,
             "require_appsecret_proof": state.require_appsecret_proof,
             "webhook_url": state.webhook_url,
+            **_send_knobs(state),
         }
     )
+
+
+_USAGE_KEYS = frozenset({"call_count", "total_cputime", "total_time", "estimated_time_to_regain_access"})
+
+
+def _flag(body: dict[str, Any], key: str) -> bool:
+    value = body.get(key, False)
+    if not isinstance(value, bool):
+        raise ControlError(f"{key} must be true or false")
+    return value
+
+
+def _configure_send(state: State, body: dict[str, Any]) -> None:
+    """The Send API's knobs (sandbox/send.py)."""
+    if "human_agent_approved" in body:
+        state.human_agent_approved = _flag(body, "human_agent_approved")
+    if "send_rate_per_second" in body:
+        rate = int(body["send_rate_per_second"])
+        if not 1 <= rate <= 100_000:
+            raise ControlError("send_rate_per_second must be between 1 and 100000")
+        state.send_rate_per_second = rate
+    if "echoes" in body:
+        if body["echoes"] not in {"on", "off", "drop"}:
+            raise ControlError("echoes must be on, off or drop")
+        state.echoes = body["echoes"]
+    if "echo_delay_ms" in body:
+        delay = float(body["echo_delay_ms"])
+        if not 0 <= delay <= 3_600_000:
+            raise ControlError("echo_delay_ms must be between 0 and 3600000")
+        state.echo_delay_ms = delay
+    if "send_usage" in body:
+        usage = body["send_usage"]
+        if usage is not None and (
+            not isinstance(usage, dict)
+            or not set(usage) <= _USAGE_KEYS
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in usage.values())
+        ):
+            raise ControlError(f"send_usage must be null or an object of {', '.join(sorted(_USAGE_KEYS))}")
+        state.send_usage = None if usage is None else {str(k): int(v) for k, v in usage.items()}
+
+
+def _send_knobs(state: State) -> dict[str, Any]:
+    return {
+        "human_agent_approved": state.human_agent_approved,
+        "send_rate_per_second": state.send_rate_per_second,
+        "echoes": state.echoes,
+        "echo_delay_ms": state.echo_delay_ms,
+        "send_usage": state.send_usage,
+    }
 
 
 async def webhooks_send(request: Request) -> Response:
@@ -351,6 +407,26 @@ def _person_id(spec: dict[str, Any]) -> str:
     raise ControlError("give igsid, or person (and seed)")
 
 
+def _last_message(state: State, person_id: str, spec: dict[str, Any]) -> None:
+    """``last_message_at`` (epoch seconds, ISO 8601, ``"now"``, or null to forget) of the person with
+    ``account_id`` (default: the account `/_sandbox/webhooks/send` writes to): the Send API's window."""
+    account = str(spec.get("account_id") or default_account(state))
+    if account not in state.ig_accounts:
+        raise ControlError(f"account_id {account!r} is no Instagram account of the sandbox")
+    value = spec["last_message_at"]
+    seen = state.last_message_at.setdefault(person_id, {})
+    if value is None:
+        seen.pop(account, None)
+    else:
+        seen[account] = state.now() if value == "now" else parse_time(value)
+
+
+def _person_out(state: State, person_id: str, origin: str, spec: dict[str, Any]) -> dict[str, Any]:
+    out = apply_spec(state, person_id, origin, spec).public()
+    out["last_message_at"] = dict(state.last_message_at.get(person_id, {}))
+    return out
+
+
 async def people(request: Request) -> Response:
     state = _sandbox(request).state
     body = await _body(request)
@@ -360,15 +436,30 @@ async def people(request: Request) -> Response:
     for spec in items:
         if not isinstance(spec, dict):
             raise ControlError("a person spec must be an object")
-        out.append(apply_spec(state, _person_id(spec), _origin(request), spec).public())
+        person_id = _person_id(spec)
+        if "last_message_at" in spec:
+            _last_message(state, person_id, spec)
+        out.append(_person_out(state, person_id, _origin(request), spec))
     return JSONResponse({"people": out} if isinstance(specs, list) else out[0])
 
 
 async def person_detail(request: Request) -> Response:
     if not looks_like_igsid(request.path_params["igsid"]):
         return JSONResponse({"error": {"code": "not_found", "message": "not an IGSID"}}, status_code=404)
-    rec = person(_sandbox(request).state, request.path_params["igsid"], _origin(request))
-    return JSONResponse(rec.public())
+    return JSONResponse(
+        _person_out(_sandbox(request).state, request.path_params["igsid"], _origin(request), {})
+    )
+
+
+async def messages(request: Request) -> Response:
+    """The sends the Send API accepted, oldest first; ``?recipient_id=``, ``?page_id=``,
+    ``?account_id=``, ``?mid=`` filter."""
+    state = _sandbox(request).state
+    keys = {"recipient_id", "page_id", "account_id", "mid"}
+    wanted = {k: v for k, v in request.query_params.items() if k in keys}
+    rows = [m.public() for m in state.sent]
+    rows = [r for r in rows if all(r[k] == v for k, v in wanted.items())]
+    return JSONResponse({"count": len(rows), "messages": rows})
 
 
 async def person_picture(request: Request) -> Response:
@@ -395,4 +486,5 @@ def control_routes() -> list[Route]:
         Route("/_sandbox/people", _handles_errors(people), methods=["POST"]),
         Route("/_sandbox/people/{igsid}", _handles_errors(person_detail), methods=["GET"]),
         Route("/_sandbox/people/{igsid}/picture.png", person_picture, methods=["GET"]),
+        Route("/_sandbox/messages", _handles_errors(messages), methods=["GET"]),
     ]

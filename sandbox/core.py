@@ -2,7 +2,7 @@
 
 :class:`Sandbox` holds the in-memory :class:`~sandbox.state.State` and the checks handlers share
 (token, ``appsecret_proof``, scopes, visibility). :func:`graph_route` wraps a handler with Meta's
-envelope: version check, merged query and body parameters, error JSON, usage headers.
+envelope: version check, merged query and body parameters (form or JSON), error JSON, usage headers.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import hmac
 import json
 import re
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -20,15 +21,46 @@ from starlette.responses import Response
 
 from sandbox.state import GraphFailure, PageRec, SandboxConfig, State, TokenRec, trace_id
 
-__all__ = ["VERSION_RE", "Handler", "Params", "Sandbox", "endpoint_key", "graph_route", "json_response"]
+__all__ = [
+    "SENT_SCOPE_KEY",
+    "VERSION_RE",
+    "Answer",
+    "Handler",
+    "Params",
+    "Sandbox",
+    "endpoint_key",
+    "graph_route",
+    "json_response",
+]
 
 VERSION_RE = re.compile(r"^v\d+\.\d+$")
 _LITERAL_SEGMENTS = frozenset(
-    {"dialog", "oauth", "access_token", "debug_token", "me", "accounts", "subscribed_apps", "confirm"}
+    {
+        "dialog",
+        "oauth",
+        "access_token",
+        "debug_token",
+        "me",
+        "accounts",
+        "subscribed_apps",
+        "confirm",
+        "messages",
+    }
 )
+# Where the Send API leaves the record of an accepted send for the fault middleware (after_delivery).
+SENT_SCOPE_KEY = "sandbox.sent"
+
+
+@dataclass
+class Answer:
+    """A handler's success body with extra response headers (the Send API's usage headers)."""
+
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
 
 Params = dict[str, str]
-Handler = Callable[["Sandbox", Request, Params], Awaitable[dict[str, Any]]]
+Handler = Callable[["Sandbox", Request, Params], Awaitable[dict[str, Any] | Answer]]
 
 
 def json_response(
@@ -115,6 +147,25 @@ class Sandbox:
         return user is not None and page.id in user.page_ids
 
 
+async def _body_params(request: Request) -> Params:
+    """Form fields, or a JSON object's keys (objects and arrays kept as JSON text, as a form would
+    carry them: ``message={"text":"hi"}``)."""
+    body = await request.body()
+    if not body:
+        return {}
+    if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
+        return dict(parse_qsl(body.decode(errors="replace"), keep_blank_values=True))
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        raise GraphFailure("(#100) The request body is not valid JSON", code=100) from None
+    if not isinstance(parsed, dict):
+        raise GraphFailure("(#100) The request body must be a JSON object", code=100)
+    return {
+        str(k): v if isinstance(v, str) else json.dumps(v, separators=(",", ":")) for k, v in parsed.items()
+    }
+
+
 def graph_route(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
     """Wrap a Graph handler: version check, merged query+body params, envelope, usage headers."""
 
@@ -131,16 +182,16 @@ def graph_route(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
             failure = GraphFailure("Unknown path components: " + request.url.path, code=2500, status=400)
             return json_response(failure.envelope(), failure.status, headers)
         params: Params = dict(request.query_params)
-        if request.method in {"POST", "DELETE"}:
-            body = await request.body()
-            if body:
-                params.update(parse_qsl(body.decode(errors="replace"), keep_blank_values=True))
         try:
+            if request.method in {"POST", "DELETE"}:
+                params.update(await _body_params(request))
             result = await handler(sandbox, request, params)
         except GraphFailure as failure:
             if failure.code == 190:
                 headers["www-authenticate"] = f'OAuth "Facebook Platform" "invalid_token" "{failure.message}"'
-            return json_response(failure.envelope(), failure.status, headers)
+            return json_response(failure.envelope(), failure.status, {**headers, **failure.headers})
+        if isinstance(result, Answer):
+            return json_response(result.body, 200, {**headers, **result.headers})
         return json_response(result, 200, headers)
 
     return endpoint

@@ -2,12 +2,18 @@
 them with the app secret and POST them to the webhook URL, keeping a log of what was sent.
 
 Mids continue per seed across calls (the first message after a reset is ``mid("sandbox", 1)``), so a
-test can predict them; people are ``igsid(seed, n)``.
+test can predict them; people are ``igsid(seed, n)``. Every message or postback a person sends opens
+(restarts) that person's 24-hour window with the account for the Send API (sandbox/send.py), whether
+or not the webhook URL answers. A ``target_mid`` that the Send API issued makes the reaction, read,
+... come from that message's recipient to its account unless ``sender``/``person``/``account_id`` say
+otherwise.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -31,7 +37,17 @@ from sandbox.webhooks import (
     out_of_order,
 )
 
-__all__ = ["DEFAULT_SEED", "KINDS", "SendPlan", "WebhookUnreachable", "check_url", "plan_send", "send"]
+__all__ = [
+    "DEFAULT_SEED",
+    "KINDS",
+    "WINDOW_KINDS",
+    "SendPlan",
+    "WebhookUnreachable",
+    "check_url",
+    "default_account",
+    "plan_send",
+    "send",
+]
 
 DEFAULT_SEED = "sandbox"
 MAX_DUPLICATES = 100
@@ -39,6 +55,8 @@ _NEW_MESSAGE_KINDS = frozenset(
     {"message", "batch", "echo", "attachment", "story_mention", "postback", "non_ascii", "unsupported"}
 )
 _TARGET_KINDS = frozenset({"reaction", "unreact", "read", "unsend", "edit"})
+# Events from the person that open the Send API's 24-hour window (an echo is the account's own).
+WINDOW_KINDS = _NEW_MESSAGE_KINDS - {"echo"}
 KINDS = _NEW_MESSAGE_KINDS | _TARGET_KINDS | {"referral", "unknown", "dashboard_test"}
 Signature = Literal["valid", "wrong", "missing"]
 
@@ -183,6 +201,11 @@ def plan_send(state: State, config: SandboxConfig, body: Mapping[str, Any]) -> S
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(sorted(KINDS))}")
     url = check_url(body.get("url") or state.webhook_url)
+    sent = state.sent_by_mid.get(str(body.get("target_mid") or ""))
+    if sent is not None and kind in _TARGET_KINDS:
+        if not body.get("sender") and body.get("person") is None:
+            body = {**body, "sender": sent.recipient_id}
+        body = {**body, "account_id": body.get("account_id") or sent.account_id}
     account_id = str(body.get("account_id") or default_account(state))
     signature = body.get("signature", "valid")
     if signature not in {"valid", "wrong", "missing"}:
@@ -201,6 +224,9 @@ def plan_send(state: State, config: SandboxConfig, body: Mapping[str, Any]) -> S
         )
         events = _events(kind, factory, body, state)
         state.webhook_counters[seed] = factory.next_mid_number - 1
+        if kind in WINDOW_KINDS:
+            for event in events:
+                state.note_inbound(account_id, str(event["sender"]["id"]), int(event["timestamp"]) // 1000)
         if kind in _NEW_MESSAGE_KINDS:
             last_new_mid = event_mid(events[-1])
         if body.get("out_of_order"):
@@ -277,10 +303,16 @@ def _log(state: State, plan: SendPlan, delivery: Delivery, statuses: list[int], 
     del state.webhook_log[:-WEBHOOK_LOG_LIMIT]
 
 
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    """httpx's default verification, built once: building it costs ~40 ms, and every echo is a client."""
+    return httpx.create_ssl_context(trust_env=False)
+
+
 async def send(state: State, plan: SendPlan, secret: str) -> dict[str, Any]:
     """POST every delivery `duplicates` times (all copies at once when `concurrent`), in order; the
     result lists mids and statuses. WebhookUnreachable when a POST gets no HTTP answer."""
-    async with httpx.AsyncClient(timeout=plan.timeout, trust_env=False) as client:
+    async with httpx.AsyncClient(timeout=plan.timeout, trust_env=False, verify=_ssl_context()) as client:
         for delivery in plan.deliveries:
             headers = _headers(delivery, secret, plan.signature)
 

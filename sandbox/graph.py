@@ -1,5 +1,6 @@
 """Graph nodes and edges: ``/debug_token``, ``/me``, ``/me/accounts``, ``/{id}`` (Page, Instagram
-account, IGSID, user) and ``/{page-id}/subscribed_apps``, with Meta's permission checks. An all-digit id
+account, IGSID, user) and ``/{page-id}/subscribed_apps``, with Meta's permission checks; the Send API's
+``/{page-id}/messages`` is in sandbox/send.py and routed here. An all-digit id
 that is none of the others is an IGSID when asked with a Page token (a person made on first use,
 sandbox/people.py).
 
@@ -19,6 +20,7 @@ from starlette.routing import Route
 from sandbox.core import Params, Sandbox, graph_route
 from sandbox.fields import check_fields, parse_fields
 from sandbox.people import looks_like_igsid, person, person_node
+from sandbox.send import send_routes
 from sandbox.state import (
     PAGE_WEBHOOK_FIELDS,
     GraphFailure,
@@ -270,5 +272,6 @@ def graph_routes() -> list[Route]:
             graph_route(subscribed_apps),
             methods=["GET", "POST", "DELETE"],
         ),
+        *send_routes(),
         Route("/{version}/{node_id}", graph_route(node), methods=["GET"]),
     ]

@@ -4,6 +4,7 @@ faults, latency rules and a movable clock. One instance per app; plain dicts, O(
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 import random
@@ -47,6 +48,7 @@ PAGE_WEBHOOK_FIELDS: frozenset[str] = frozenset(
 DEFAULT_TASKS: tuple[str, ...] = ("ANALYZE", "ADVERTISE", "MESSAGING", "MODERATE", "CREATE_CONTENT", "MANAGE")
 ReexchangeMode = Literal["extend", "keep_expiry"]
 DialogMode = Literal["approve", "deny", "interactive"]
+EchoMode = Literal["on", "off", "drop"]
 
 DAY = 86_400
 DEFAULT_WEBHOOK_URL = "http://127.0.0.1:54330/functions/v1/instagram-webhook"
@@ -73,6 +75,12 @@ class SandboxConfig:
     # Where `POST /_sandbox/webhooks/send` delivers (the CRM's webhook Edge Function under `make run`).
     webhook_url: str = DEFAULT_WEBHOOK_URL
     webhook_timeout_seconds: float = 10.0
+    # The Send API (sandbox/send.py): approval of the HUMAN_AGENT tag, sends per second per Instagram
+    # account before 613/2534040, and the echo webhook of each accepted send.
+    human_agent_approved: bool = True
+    send_rate_per_second: int = 100
+    echoes: EchoMode = "on"
+    echo_delay_ms: float = 200.0
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> SandboxConfig:
@@ -103,6 +111,7 @@ class GraphFailure(Exception):  # a Graph answer, not a Python failure
         type: str = "OAuthException",  # Meta's field name
         status: int = 400,
         is_transient: bool | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -111,6 +120,7 @@ class GraphFailure(Exception):  # a Graph answer, not a Python failure
         self.type = type
         self.status = status
         self.is_transient = is_transient
+        self.headers = headers or {}
 
     def envelope(self) -> dict[str, Any]:
         error: dict[str, Any] = {"message": self.message, "type": self.type, "code": self.code}
@@ -267,6 +277,9 @@ class Fault:
     is_transient: bool | None
     hang_seconds: float | None = None
     query: re.Pattern[str] | None = None
+    # False: answer instead of the route. True: let the route run and, when it answered 2xx (a send
+    # accepted, recorded and echoed), replace its answer with this one: the client never learns.
+    after_delivery: bool = False
     hits: int = 0
 
     def public(self) -> dict[str, Any]:
@@ -280,6 +293,7 @@ class Fault:
             "code": self.code,
             "subcode": self.subcode,
             "timeout": self.timeout,
+            "after_delivery": self.after_delivery,
         }
 
 
@@ -292,6 +306,48 @@ class LatencyRule:
     def delay(self) -> float:
         jitter = random.uniform(-self.jitter_ms, self.jitter_ms) if self.jitter_ms else 0.0
         return max(0.0, self.ms + jitter) / 1000.0
+
+
+@dataclass
+class SentMessage:
+    """One message the Send API accepted (what reached "Meta"), and what became of its echo."""
+
+    seq: int
+    mid: str
+    page_id: str
+    account_id: str  # the Page's Instagram account: the echo's sender
+    recipient_id: str
+    text: str | None
+    attachments: list[dict[str, Any]]
+    messaging_type: str | None
+    tag: str | None
+    at: int  # sandbox time, seconds
+    at_ms: int  # the echo's timestamp
+    # pending (echo scheduled) · delivered (POSTed; see echo_http_status) · failed (no HTTP answer) ·
+    # dropped (echoes "drop") · off (echoes "off")
+    echo: str = "pending"
+    echo_http_status: int | None = None
+    # What the client was told: 200 unless a fault with after_delivery replaced the answer.
+    answer_http_status: int = 200
+    answer_lost: bool = False
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "mid": self.mid,
+            "page_id": self.page_id,
+            "account_id": self.account_id,
+            "recipient_id": self.recipient_id,
+            "text": self.text,
+            "attachments": self.attachments,
+            "messaging_type": self.messaging_type,
+            "tag": self.tag,
+            "at": self.at,
+            "echo": self.echo,
+            "echo_http_status": self.echo_http_status,
+            "answer_http_status": self.answer_http_status,
+            "answer_lost": self.answer_lost,
+        }
 
 
 @dataclass
@@ -347,6 +403,21 @@ class State:
     webhook_log: list[dict[str, Any]] = field(default_factory=list)
     webhooks_sent: int = 0
     webhook_counters: Counter[str] = field(default_factory=Counter)  # mids used per seed
+    # The Send API: when each person last wrote to each Instagram account ({igsid: {account: epoch s}};
+    # a person with no entry for an account is unknown to it), the accepted sends (by seq and by mid),
+    # mids used per account, the per-second and per-minute send counters, and the knobs.
+    last_message_at: dict[str, dict[str, int]] = field(default_factory=dict)
+    sent: list[SentMessage] = field(default_factory=list)
+    sent_by_mid: dict[str, SentMessage] = field(default_factory=dict)
+    sent_counters: Counter[str] = field(default_factory=Counter)
+    send_second: dict[str, tuple[int, int]] = field(default_factory=dict)  # account -> (second, calls)
+    send_minute: dict[str, tuple[int, int]] = field(default_factory=dict)  # account -> (minute, sends)
+    pending_echoes: set[asyncio.Task[None]] = field(default_factory=set)
+    human_agent_approved: bool = True
+    send_rate_per_second: int = 100
+    echoes: EchoMode = "on"
+    echo_delay_ms: float = 200.0
+    send_usage: dict[str, int] | None = None  # forced X-Business-Use-Case-Usage values
 
     def __post_init__(self) -> None:
         self.reset()
@@ -366,10 +437,30 @@ class State:
             self.tokens_by_user,
             self.page_token_cache,
             self.subscriptions,
+            self.last_message_at,
+            self.sent_by_mid,
+            self.send_second,
+            self.send_minute,
         ):
             table.clear()
-        for counter in (self.calls, self.exchanges, self.code_exchanges, self.issued, self.webhook_counters):
+        for counter in (
+            self.calls,
+            self.exchanges,
+            self.code_exchanges,
+            self.issued,
+            self.webhook_counters,
+            self.sent_counters,
+        ):
             counter.clear()
+        self.sent.clear()
+        for task in self.pending_echoes:  # an echo of a send before the reset never arrives after it
+            task.cancel()
+        self.pending_echoes.clear()
+        self.human_agent_approved = self.config.human_agent_approved
+        self.send_rate_per_second = self.config.send_rate_per_second
+        self.echoes = self.config.echoes
+        self.echo_delay_ms = self.config.echo_delay_ms
+        self.send_usage = None
         self.webhook_log.clear()
         self.webhooks_sent = 0
         self.webhook_url = self.config.webhook_url
@@ -386,6 +477,9 @@ class State:
 
     def now(self) -> int:
         return int(time.time() + self.clock_offset)
+
+    def now_ms(self) -> int:
+        return int((time.time() + self.clock_offset) * 1000)
 
     def set_now(self, when: datetime) -> None:
         self.clock_offset = when.timestamp() - time.time()
@@ -433,6 +527,12 @@ class State:
         self.ig_accounts[ig_id] = account
         page.ig_account_id = ig_id
         return account
+
+    def note_inbound(self, account_id: str, igsid: str, at: int) -> None:
+        """The person wrote to the account at `at` (epoch seconds): the 24-hour window runs from the
+        latest such time."""
+        seen = self.last_message_at.setdefault(igsid, {})
+        seen[account_id] = max(at, seen.get(account_id, at))
 
     def add_instagram_user(self, igsid: str, username: str, name: str) -> InstagramUserRec:
         rec = InstagramUserRec(igsid, username, name, f"https://sandbox.invalid/igsid/{igsid}.jpg")

@@ -33,6 +33,7 @@ __all__ = [
     "EventFactory",
     "dashboard_test",
     "deliver",
+    "echo_event",
     "encode",
     "event_kind",
     "event_mid",
@@ -206,6 +207,31 @@ def dashboard_test(field: str = "messages") -> Delivery:
         "entry": [{"id": "0", "time": 1527459824, "changes": [{"field": field, "value": value}]}],
     }
     return Delivery(encode(payload), ("random_mid",))
+
+
+def echo_event(
+    account_id: str,
+    recipient: str,
+    message_mid: str,
+    *,
+    text: str | None = None,
+    attachments: Sequence[Mapping[str, Any]] = (),
+    timestamp_ms: int,
+) -> Event:
+    """The echo of a message the account sent through the Send API: sender the account, recipient the
+    person, the send's own mid, ``is_echo: true``."""
+    message: dict[str, Any] = {"mid": message_mid}
+    if text is not None:
+        message["text"] = text
+    if attachments:
+        message["attachments"] = [dict(a) for a in attachments]
+    message["is_echo"] = True
+    return {
+        "sender": {"id": account_id},
+        "recipient": {"id": recipient},
+        "timestamp": timestamp_ms,
+        "message": message,
+    }
 
 
 def out_of_order(events: Iterable[Event]) -> list[Event]:

@@ -6,19 +6,10 @@ import hashlib
 import hmac
 import json
 import socket
-import threading
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 from sandbox.fixtures import ALICE
 from sandbox.state import SandboxConfig
@@ -36,71 +27,12 @@ from sandbox.webhooks import (
     sign,
     sign_sha1,
 )
+from tests.fixtures.receiver import Receiver
 from tests.fixtures.sandbox import SandboxControl
 
 V = "v25.0"
 ALICE_IG = "17841400000000101"
 PROFILE_FIELDS = "name,username,profile_pic"
-
-
-@dataclass
-class Received:
-    headers: dict[str, str]
-    body: bytes
-
-    @property
-    def events(self) -> list[dict[str, Any]]:
-        return [e for entry in json.loads(self.body)["entry"] for e in entry["messaging"]]
-
-
-@dataclass
-class Receiver:
-    """A webhook endpoint on a real port that records what it gets and answers `status`."""
-
-    url: str = ""
-    status: int = 200
-    requests: list[Received] = field(default_factory=list)
-
-    async def hook(self, request: Request) -> Response:
-        self.requests.append(Received(dict(request.headers), await request.body()))
-        return Response(status_code=self.status)
-
-
-def _free_port_socket() -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    return sock
-
-
-@pytest.fixture(scope="module")
-def receiver_server() -> Iterator[Receiver]:
-    receiver = Receiver()
-    sock = _free_port_socket()
-    app = Starlette(routes=[Route("/hook", receiver.hook, methods=["POST"])])
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the receiver did not start"
-        time.sleep(0.01)
-    receiver.url = f"http://127.0.0.1:{sock.getsockname()[1]}/hook"
-    try:
-        yield receiver
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
-
-
-@pytest.fixture
-def receiver(receiver_server: Receiver, sandbox: SandboxControl) -> Receiver:
-    """The module's receiver, emptied, answering 200, and set as the sandbox's webhook URL."""
-    receiver_server.requests.clear()
-    receiver_server.status = 200
-    sandbox.configure(webhook_url=receiver_server.url)
-    return receiver_server
 
 
 def send(sandbox: SandboxControl, **body: Any) -> dict[str, Any]:
@@ -301,7 +233,8 @@ def test_log_lists_sent_mids_and_statuses(sandbox: SandboxControl, receiver: Rec
 
 def test_unreachable_webhook_url_is_a_clean_502(sandbox: SandboxControl) -> None:
     """A URL nobody listens on makes the control call answer 502 JSON, not a traceback."""
-    sock = _free_port_socket()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     sock.close()
     response = sandbox.http.post("/_sandbox/webhooks/send", json={"url": f"http://127.0.0.1:{port}/hook"})
