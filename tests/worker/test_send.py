@@ -93,7 +93,8 @@ def settled(pg: asyncpg.Connection, sandbox: Any) -> Any:
 
     async def check() -> bool:
         busy = await pg.fetchval(
-            """select (select count(*) from public.instagram_send_jobs where state in ('available', 'running', 'retryable'))
+            """select (select count(*) from public.instagram_send_jobs
+                       where state in ('available', 'running', 'retryable'))
                 + (select count(*) from public.instagram_webhook_events where state in ('available', 'running'))"""
         )
         pending_echoes = sum(1 for m in sandbox_messages(sandbox) if m["echo"] == "pending")
@@ -166,7 +167,7 @@ async def test_two_5xx_answers_then_sent_once(
     ],
     ids=["timeout", "1_1357046", "502"],
 )
-async def test_an_answer_lost_after_delivery_leaves_exactly_one_copy(
+async def test_an_answer_lost_after_delivery_leaves_exactly_one_copy(  # noqa: PLR0917 - fixtures
     webhook_api: str,
     sandbox: Any,
     db: AsyncpgDatabase,
@@ -175,6 +176,7 @@ async def test_an_answer_lost_after_delivery_leaves_exactly_one_copy(
     fault: dict[str, Any],
 ) -> None:
     """Meta delivered but the answer was lost: the echo confirms the message; it is never sent twice."""
+    sandbox.configure(echo_delay_ms=300)  # later than a blind retry would be, well inside the echo wait
     [conv] = await conversations(pg, sandbox)
     sandbox.control("POST", "faults", {"path": "/messages$", "after_delivery": True, "count": -1, **fault})
     await send_all(db, [conv])
@@ -196,7 +198,7 @@ async def test_an_answer_lost_after_delivery_leaves_exactly_one_copy(
         ({"code": 190}, "reauth_required"),
     ],
 )
-async def test_meta_refusals_fail_the_message_with_a_reason(
+async def test_meta_refusals_fail_the_message_with_a_reason(  # noqa: PLR0917 - fixtures
     webhook_api: str,
     sandbox: Any,
     db: AsyncpgDatabase,
