@@ -12,6 +12,7 @@ user, so RLS and the membership checks decide here too.
 from __future__ import annotations
 
 import html
+import uuid
 from urllib.parse import parse_qs
 
 from starlette.requests import Request
@@ -114,8 +115,23 @@ async function refresh() {
      </tr>`).join('') || '<tr><td colspan="5">no conversations yet</td></tr>';
   document.getElementById('messages').innerHTML = data.messages.map((m) =>
     `<li><strong>${esc(m.direction)}</strong> ${esc(m.deleted ? '(unsent)' : m.text)}
-     <small>${esc(m.sent_at)}</small></li>`).join('');
+     <small>${esc(m.sent_at)}</small>${m.direction === 'outbound' ? ` <em class="status">${esc(m.status)}</em>` : ''}
+     ${m.error_code ? `<small>${esc(m.error_code)}: ${esc(m.error_message)}</small>
+       <button data-retry="${esc(m.id)}">retry</button>` : ''}</li>`).join('');
 }
+async function post(path, body) {
+  const r = await fetch(path, {method: 'POST', headers: {'Content-Type': 'application/json'},
+    body: JSON.stringify(body)});
+  const data = await r.json();
+  out.hidden = false;
+  out.textContent = r.ok ? JSON.stringify(data) : data.error.message;
+  refresh();
+}
+document.getElementById('reply').onclick = () => post('/dev/reply', {text: document.getElementById('answer').value});
+document.getElementById('read').onclick = () => post('/dev/read', {});
+document.getElementById('messages').onclick = (e) => {
+  if (e.target.dataset.retry) post('/dev/retry', {message_id: e.target.dataset.retry});
+};
 document.getElementById('receive').onclick = async () => {
   const text = document.getElementById('text').value;
   const r = await fetch('/dev/receive', {method: 'POST', headers: {'Content-Type': 'application/json'},
@@ -140,7 +156,11 @@ account: it signs the exact bytes with the app secret and POSTs them to
 <p id="out" class="note" hidden></p>
 <table><thead><tr><th>participant</th><th>last message</th><th>unread</th><th>at</th><th>lead</th></tr></thead>
 <tbody id="conversations"></tbody></table>
-<h2>Newest conversation</h2><ul id="messages"></ul>
+<h2>Newest conversation</h2>
+<p><input id="answer" value="Thanks! Yes, 3 pm works." size="50"> <button id="reply">Reply</button>
+<button id="read">Prospect reads</button> (the reply goes queued → sending → sent through
+<code>instagram_send_message</code> and the worker; the sandbox echoes it; "Prospect reads" makes it read)</p>
+<ul id="messages"></ul>
 <script>{_INBOX_SCRIPT}</script>"""
     return HTMLResponse(_PAGE.format(title="Instagram inbox — Demo Agency", body=body))
 
@@ -178,6 +198,58 @@ async def receive_dm(request: Request) -> Response:
     return JSONResponse(answer.json(), status_code=200 if answer.is_success else 502)
 
 
+async def _newest_conversation(request: Request, user: ActingUser) -> str:
+    conversations = await rpc.list_conversations(resources(request).db, user, imo_id=DEMO_IMO, limit=1)
+    if not conversations:
+        raise errors.BadRequestError("No conversation yet: receive a DM first.", code="no_conversation")
+    return str(conversations[0]["id"])
+
+
+async def reply(request: Request) -> Response:
+    """Send a reply in the newest conversation as the demo admin, through the app's send RPC."""
+    text = (await read_json_object(request)).get("text")
+    user = await _dev_user(request)
+    conversation_id = await _newest_conversation(request, user)
+    message = await rpc.send_message(
+        resources(request).db,
+        user,
+        conversation_id=conversation_id,
+        text=text if isinstance(text, str) else None,
+    )
+    return JSONResponse(message)
+
+
+async def retry(request: Request) -> Response:
+    message_id = str((await read_json_object(request)).get("message_id") or "")
+    try:
+        message_id = str(uuid.UUID(message_id))
+    except ValueError:
+        raise errors.BadRequestError(
+            "message_id must be a message's UUID.", code="invalid_message_id"
+        ) from None
+    message = await rpc.retry_message(resources(request).db, await _dev_user(request), message_id=message_id)
+    return JSONResponse(message)
+
+
+async def prospect_reads(request: Request) -> Response:
+    """Ask the sandbox to send the prospect's read of our newest reply that Meta (the sandbox) accepted."""
+    res = resources(request)
+    user = await _dev_user(request)
+    conversation_id = await _newest_conversation(request, user)
+    messages = await rpc.list_messages(res.db, user, conversation_id=conversation_id, limit=50)
+    sent = [m for m in messages if m["direction"] == "outbound" and m["meta_message_id"]]
+    if not sent:
+        raise errors.BadRequestError("Reply first: there is no sent reply to read.", code="nothing_to_read")
+    try:
+        answer = await res.http.post(
+            f"{res.settings.graph_base_url}/_sandbox/webhooks/send",
+            json={"kind": "read", "target_mid": sent[0]["meta_message_id"]},
+        )
+    except Exception:
+        raise errors.MetaError("The sandbox did not answer.", code="sandbox_unavailable") from None
+    return JSONResponse(answer.json(), status_code=200 if answer.is_success else 502)
+
+
 async def home(request: Request) -> Response:
     return RedirectResponse("/dev", status_code=302)
 
@@ -191,4 +263,7 @@ def routes() -> list[Route]:
         Route("/dev/inbox", inbox_page, methods=["GET"]),
         Route("/dev/inbox/data", inbox_data, methods=["GET"]),
         Route("/dev/receive", receive_dm, methods=["POST"]),
+        Route("/dev/reply", reply, methods=["POST"]),
+        Route("/dev/retry", retry, methods=["POST"]),
+        Route("/dev/read", prospect_reads, methods=["POST"]),
     ]

@@ -24,6 +24,9 @@ APP_FACING_FUNCTIONS = {
     "instagram_list_conversations",
     "instagram_list_messages",
     "instagram_mark_conversation_read",
+    "instagram_send_message",
+    "instagram_retry_message",
+    "instagram_usage_summary",
 }
 # Tables an authenticated user may read that have no imo_id: their own IMOs, and the plans catalogue.
 READABLE_WITHOUT_IMO_ID = {"public.imos", "public.subscription_plans"}
@@ -33,6 +36,9 @@ SERVICE_ONLY = {
     "public.instagram_page_unsubscriptions",
     "public.instagram_webhook_events",
     "public.instagram_profile_fetches",
+    "public.instagram_send_jobs",
+    "public.instagram_send_pacing",
+    "public.instagram_settings",
 }
 
 
