@@ -4,7 +4,9 @@ counted at the sandbox (`GET /_sandbox/messages`): exactly once, whatever Meta a
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import signal
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -277,3 +279,41 @@ async def test_usage_counts_sends_and_the_meta_calls_of_the_imo(
     await flush_calls(db, meter)
     summary = await rpc.usage_summary(db, MEMBER, imo_id=DEMO_IMO)
     assert (summary["messages_sent"], summary["sends_pending"], summary["api_calls"]) == (3, 0, 3)
+
+
+@pytest.mark.slow
+async def test_workers_killed_mid_send_five_times_never_send_twice(  # noqa: PLR0917 - fixtures
+    webhook_api: str, sandbox: Any, db: AsyncpgDatabase, send_graph: GraphClient, pg: asyncpg.Connection,
+    database_url: str,
+) -> None:  # fmt: skip
+    """Five worker processes SIGKILLed while sending 100 messages: at the sandbox no message twice; in the
+    end each is sent once (the echo confirmed what the dead workers had sent)."""
+    from tests.worker.test_subprocess import start_worker
+
+    sandbox.control("POST", "latency", {"path": "/messages$", "ms": 100})
+    convs = await conversations(pg, sandbox, accounts=2, people=5)
+    for i in range(100):
+        await rpc.send_message(db, MEMBER, conversation_id=convs[i % len(convs)], text=f"message {i}")
+    env = {"INSTAGRAM_SEND_ECHO_WAIT_SECONDS": "1"}
+    for _ in range(5):
+        before = len(sandbox_messages(sandbox))
+        proc = start_worker(database_url, sandbox, "--concurrency", "10", "--lease-seconds", "2",
+                            "--poll-interval", "0.1", env_extra=env)  # fmt: skip
+        try:
+            for _ in range(500):
+                if len(sandbox_messages(sandbox)) >= before + 5:
+                    break
+                await asyncio.sleep(0.01)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=10)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            if proc.stderr is not None:
+                proc.stderr.close()
+    await run(db, send_graph, pg, sandbox, timeout=60)
+    texts = collections.Counter(m["text"] for m in sandbox_messages(sandbox))
+    assert max(texts.values()) == 1 and len(texts) == 100
+    rows = await outbound(pg)
+    assert len(rows) == 100 and {r["status"] for r in rows} == {"sent"}

@@ -27,7 +27,9 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 
-def start_worker(database_url: str, sandbox: Any, *flags: str) -> subprocess.Popen[bytes]:
+def start_worker(
+    database_url: str, sandbox: Any, *flags: str, env_extra: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     env = {
         "PATH": os.environ.get("PATH", ""),
         "DATABASE_URL": database_url,
@@ -38,6 +40,7 @@ def start_worker(database_url: str, sandbox: Any, *flags: str) -> subprocess.Pop
         "META_OAUTH_DIALOG_BASE_URL": sandbox.url,
         "INSTAGRAM_DM_ENV": "development",
         "LOG_LEVEL": "WARNING",
+        **(env_extra or {}),
     }
     return subprocess.Popen(
         [sys.executable, "-m", "cli.main", "--env-file", "/nonexistent", "worker", *flags],
