@@ -4,7 +4,7 @@ usage counting, pacing slots, echoes confirming sends, and what a claim does wit
 from __future__ import annotations
 
 import itertools
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -391,3 +391,32 @@ async def test_throttling_pauses_the_account_for_every_worker(
     await pg.execute("update public.instagram_send_jobs set run_at = now() where state = 'retryable'")
     assert await claim(db, worker="w2") == []
     assert await pg.fetchval("select count(*) from public.instagram_messages where status = 'queued'") == 2
+
+
+async def test_a_busy_account_by_metas_usage_header_pauses(
+    pg: asyncpg.Connection, db: AsyncpgDatabase
+) -> None:
+    """A send answered with 96 % business-use-case usage pauses the account: the next due send waits."""
+    conv = await conversation(pg)
+    await send(db, conv)
+    await send(db, conv)
+    [first] = await claim(db, limit=1)
+    await complete(
+        db, {"job_id": first["id"], "outcome": "sent", "meta_message_id": "mid.b", "usage_percent": 96}
+    )
+    assert await claim(db) == []
+    paused = await pg.fetchval("select paused_until - now() from public.instagram_send_pacing")
+    assert paused > timedelta(seconds=50)
+
+
+async def test_the_conversation_preview_follows_a_queued_reply(
+    pg: asyncpg.Connection, db: AsyncpgDatabase
+) -> None:
+    """Queueing a reply moves the conversation's preview and last_message_at to it."""
+    conv = await conversation(pg)
+    message = await send(db, conv, text="On my way")
+    row = await pg.fetchrow(
+        "select last_message_preview, last_message_at from public.instagram_conversations where id = $1", conv
+    )
+    assert row["last_message_preview"] == "On my way"
+    assert row["last_message_at"] == datetime.fromisoformat(message["sent_at"])
