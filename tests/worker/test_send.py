@@ -147,6 +147,28 @@ async def test_a_reply_is_sent_once_and_its_echo_is_the_same_message(
     assert (row["status"], row["meta_message_id"]) == ("sent", copy["mid"])
 
 
+async def test_a_human_reply_three_days_later_goes_out_tagged_human_agent(
+    webhook_api: str, sandbox: Any, db: AsyncpgDatabase, send_graph: GraphClient, pg: asyncpg.Connection
+) -> None:
+    """HUMAN_AGENT on, the contact wrote 3 days ago: the sandbox (Meta's rules) accepts it tagged, once."""
+    await db.rpc("instagram_settings_apply_v1", {"p_settings": {"human_agent_enabled": True}})
+    [conv] = await conversations(pg, sandbox)
+    igsid = await pg.fetchval(
+        "select participant_igsid from public.instagram_conversations where id = $1", conv
+    )
+    three_days_ago = await pg.fetchval("select extract(epoch from now() - interval '3 days')::bigint")
+    account = await pg.fetchval("select instagram_business_account_id from public.instagram_integrations")
+    sandbox.control(
+        "POST", "people", {"igsid": igsid, "last_message_at": three_days_ago, "account_id": account}
+    )
+    await pg.execute("update public.instagram_conversations set last_inbound_at = now() - interval '3 days'")
+    await send_all(db, [conv])
+    await run(db, send_graph, pg, sandbox)
+    [copy] = sandbox_messages(sandbox)
+    assert (copy["messaging_type"], copy["tag"]) == ("MESSAGE_TAG", "HUMAN_AGENT")
+    assert [r["status"] for r in await outbound(pg)] == ["sent"]
+
+
 async def test_two_5xx_answers_then_sent_once(
     webhook_api: str, sandbox: Any, db: AsyncpgDatabase, send_graph: GraphClient, pg: asyncpg.Connection
 ) -> None:
