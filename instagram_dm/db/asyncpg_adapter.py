@@ -217,13 +217,15 @@ class AsyncpgDatabase:
         return cls(pool, dsn, role, timeout)
 
     async def rpc(self, name: str, args: Mapping[str, Any] | None = None) -> Any:
+        # InternalClientError: a connection whose backend was killed while a timed-out query was being
+        # cancelled can fail its reset on release this way; the connection is gone, as in an outage.
         sql, names, values = _call_sql(name, args)
         try:
             async with self._pool.acquire(timeout=self._timeout) as conn:
                 return await self._fetch(conn, sql, names, values)
         except asyncpg.PostgresError as exc:
             raise _translate(exc, names) from None
-        except (TimeoutError, OSError, asyncpg.InterfaceError) as exc:
+        except (TimeoutError, OSError, asyncpg.InterfaceError, asyncpg.InternalClientError) as exc:
             raise errors.DatabaseUnavailableError(
                 f"The database connection failed ({type(exc).__name__})."
             ) from None
@@ -243,7 +245,7 @@ class AsyncpgDatabase:
                 return await self._fetch(conn, sql, names, values)
         except asyncpg.PostgresError as exc:
             raise _translate(exc, names) from None
-        except (TimeoutError, OSError, asyncpg.InterfaceError) as exc:
+        except (TimeoutError, OSError, asyncpg.InterfaceError, asyncpg.InternalClientError) as exc:
             raise errors.DatabaseUnavailableError(
                 f"The database connection failed ({type(exc).__name__})."
             ) from None
@@ -266,7 +268,13 @@ class AsyncpgDatabase:
         try:
             async with self._pool.acquire(timeout=self._timeout) as conn:
                 await conn.fetchval("select 1")
-        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except (
+            TimeoutError,
+            OSError,
+            asyncpg.PostgresError,
+            asyncpg.InterfaceError,
+            asyncpg.InternalClientError,
+        ) as exc:
             raise errors.DatabaseUnavailableError(
                 f"The database did not answer ({type(exc).__name__})."
             ) from None
@@ -282,7 +290,13 @@ class AsyncpgDatabase:
         listener = _Listener(conn, channels)
         try:
             await listener.start()
-        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except (
+            TimeoutError,
+            OSError,
+            asyncpg.PostgresError,
+            asyncpg.InterfaceError,
+            asyncpg.InternalClientError,
+        ) as exc:
             conn.terminate()
             raise errors.DatabaseUnavailableError(
                 f"Cannot open a LISTEN connection ({type(exc).__name__})."
