@@ -31,6 +31,7 @@ SECRET_PARAMS = (
     "client_secret",
     "appsecret_proof",
     "code",
+    "code_verifier",
     "refresh_token",
     "password",
     "apikey",
@@ -39,6 +40,7 @@ SECRET_PARAMS = (
     "p_key",
     "p_old_key",
     "p_new_key",
+    "p_code_verifier",
 )
 # Keys whose string values are masked in JSON/dict text and in structured `extra` fields. "code" and
 # "state" are left out there: as keys of our own records they name error codes and job states.

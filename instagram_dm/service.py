@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
-from instagram_dm import errors
+from instagram_dm import errors, pkce
 from instagram_dm.db import rpc
 from instagram_dm.db.port import ActingUser, Database
 from instagram_dm.graph import GraphClient, InstagramAccount, Page
@@ -168,6 +168,8 @@ class InstagramService:
         target = resolve_return_to(return_to, self._settings.return_url)
         nonce = secrets.token_urlsafe(STATE_NONCE_BYTES)
         binding = secrets.token_urlsafe(STATE_NONCE_BYTES) if self._settings.oauth_bind_browser else None
+        # PKCE: the verifier stays here (encrypted with the state); only its challenge goes to the browser.
+        verifier = pkce.new_verifier() if self._settings.oauth_pkce else None
         created = await rpc.oauth_state_create(
             self._db,
             state_hash=hash_state(nonce),
@@ -176,11 +178,16 @@ class InstagramService:
             return_to=target,
             ttl_seconds=STATE_TTL_SECONDS,
             browser_binding_hash=None if binding is None else hash_state(binding),
+            code_verifier=verifier,
+            key=None if verifier is None else self._key,
         )
         url = self._graph.dialog_url(
-            redirect_uri=self._settings.oauth_redirect_uri, state=nonce, scopes=REQUIRED_SCOPES
+            redirect_uri=self._settings.oauth_redirect_uri,
+            state=nonce,
+            scopes=REQUIRED_SCOPES,
+            code_challenge=None if verifier is None else pkce.challenge(verifier),
         )
-        log.info("oauth.started", extra={"imo_id": imo, "user_id": user_id})
+        log.info("oauth.started", extra={"imo_id": imo, "user_id": user_id, "pkce": verifier is not None})
         cookie = None if binding is None else (binding_cookie_name(nonce), binding)
         return ConnectStart(url=url, expires_at=created.expires_at.isoformat(), binding_cookie=cookie)
 
@@ -227,7 +234,9 @@ class InstagramService:
         if not code or len(code) > 4096:
             return ConnectResult(ok=False, reason="missing_code", return_to=return_to)
         try:
-            ids, failures = await self._connect(code=code, user_id=user_id, imo_id=imo_id)
+            ids, failures = await self._connect(
+                code=code, code_verifier=state.code_verifier, user_id=user_id, imo_id=imo_id
+            )
         except _Abort as abort:
             log.warning("oauth.failed", extra={"reason": abort.reason, "imo_id": imo_id, "user_id": user_id})
             return ConnectResult(
@@ -254,16 +263,21 @@ class InstagramService:
             self._db,
             state_hash=hash_state(nonce),
             browser_binding_hash=None if not binding else hash_state(binding),
+            key=self._key,
+            previous_key=self._settings.previous_key,
         )
 
     async def _connect(
-        self, *, code: str, user_id: str, imo_id: str
+        self, *, code: str, code_verifier: str | None, user_id: str, imo_id: str
     ) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        """Four Meta round trips on the critical path: code -> short-lived token; -> long-lived token;
-        ``debug_token`` alongside the Page listing (Instagram accounts expanded in place); every Page's
-        ``subscribed_apps`` at once. Then one RPC stores everything."""
+        """Four Meta round trips on the critical path: code (+ the state's PKCE verifier, when it has
+        one) -> short-lived token; -> long-lived token; ``debug_token`` alongside the Page listing
+        (Instagram accounts expanded in place); every Page's ``subscribed_apps`` at once. Then one RPC
+        stores everything."""
         try:
-            short = await self._graph.exchange_code(code=code, redirect_uri=self._settings.oauth_redirect_uri)
+            short = await self._graph.exchange_code(
+                code=code, redirect_uri=self._settings.oauth_redirect_uri, code_verifier=code_verifier
+            )
             long_lived = await self._graph.exchange_long_lived(short.token)
             listing = asyncio.create_task(self._linked_accounts(long_lived.token))
 

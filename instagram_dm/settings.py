@@ -91,6 +91,7 @@ def _number(name: str, raw: str, *, low: float, high: float, low_open: bool = Fa
 
 
 def _flag(name: str, raw: str) -> bool:
+    """A boolean setting: the usual spellings of true and false; anything else is refused, not guessed."""
     if raw.lower() not in _TRUE | _FALSE:
         raise ConfigError(f"{name} must be true or false, got {raw!r}")
     return raw.lower() in _TRUE
@@ -124,6 +125,8 @@ class Settings:
     supabase_jwks_url: str = ""
     environment: str = "production"
     oauth_bind_browser: bool = True
+    # PKCE (S256) on the connect flow: a code_challenge on the dialog, the code_verifier on the exchange.
+    oauth_pkce: bool = True
     worker_concurrency: int = 20
     # Every database call (connect, pool wait, statement) gives up after this long: 503, never a hang.
     db_timeout_seconds: float = DEFAULT_DB_TIMEOUT_SECONDS
@@ -161,9 +164,8 @@ class Settings:
             raise ConfigError(
                 f"INSTAGRAM_WORKER_CONCURRENCY must be a whole number of at least 1, got {concurrency_raw!r}"
             )
-        bind_raw = get("INSTAGRAM_OAUTH_BIND_BROWSER", "true")
-        if bind_raw.lower() not in _TRUE | _FALSE:
-            raise ConfigError(f"INSTAGRAM_OAUTH_BIND_BROWSER must be true or false, got {bind_raw!r}")
+        bind_browser = _flag("INSTAGRAM_OAUTH_BIND_BROWSER", get("INSTAGRAM_OAUTH_BIND_BROWSER", "true"))
+        pkce = _flag("INSTAGRAM_OAUTH_PKCE", get("INSTAGRAM_OAUTH_PKCE", "true") or "true")
         log_level = get("LOG_LEVEL", "INFO").upper() or "INFO"
         if log_level not in LOG_LEVELS:
             raise ConfigError(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
@@ -184,7 +186,8 @@ class Settings:
             supabase_jwt_secret=Secret(get("SUPABASE_JWT_SECRET")),
             supabase_jwks_url=get("SUPABASE_JWKS_URL"),
             environment=_environment(get("INSTAGRAM_DM_ENV") or "production"),
-            oauth_bind_browser=bind_raw.lower() in _TRUE,
+            oauth_bind_browser=bind_browser,
+            oauth_pkce=pkce,
             worker_concurrency=concurrency,
             db_timeout_seconds=_db_timeout(get("INSTAGRAM_DB_TIMEOUT_SECONDS", "5") or "5"),
             human_agent_enabled=_flag(

@@ -16,7 +16,17 @@ __all__ = ["FORM_FIELDS", "consent_page", "dialog_error"]
 
 _CONSENT = Template((Path(__file__).parent / "consent.html").read_text(encoding="utf-8"))
 _MAX_LISTED_USERS = 200
-FORM_FIELDS = frozenset({"client_id", "redirect_uri", "state", "scope", "response_type"})
+FORM_FIELDS = frozenset(
+    {
+        "client_id",
+        "redirect_uri",
+        "state",
+        "scope",
+        "response_type",
+        "code_challenge",
+        "code_challenge_method",
+    }
+)
 
 
 def dialog_error(message: str) -> HTMLResponse:

@@ -87,6 +87,7 @@ async def state_view(request: Request) -> Response:
             "page_size": state.page_size,
             "long_lived_reexchange": state.long_lived_reexchange,
             "require_appsecret_proof": state.require_appsecret_proof,
+            "require_pkce": state.require_pkce,
             "webhook_url": state.webhook_url,
             **_send_knobs(state),
         },
@@ -306,6 +307,8 @@ async def config(request: Request) -> Response:
         state.page_size = size
     if "require_appsecret_proof" in body:
         state.require_appsecret_proof = bool(body["require_appsecret_proof"])
+    if "require_pkce" in body:
+        state.require_pkce = _flag(body, "require_pkce")
     if "long_lived_seconds" in body:
         seconds = int(body["long_lived_seconds"])
         if not 3600 <= seconds <= 90 * 86400:
@@ -320,6 +323,7 @@ async def config(request: Request) -> Response:
             "long_lived_seconds": state.long_lived_ttl,
             "page_size": state.page_size,
             "require_appsecret_proof": state.require_appsecret_proof,
+            "require_pkce": state.require_pkce,
             "webhook_url": state.webhook_url,
             **_send_knobs(state),
         }

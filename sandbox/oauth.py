@@ -2,10 +2,18 @@
 
 Codes are single-use and expire after 10 minutes; ``redirect_uri`` must be byte-identical in the
 exchange; ``grant_type=fb_exchange_token`` turns a user token into a long-lived one.
+
+PKCE (RFC 7636): a dialog request with ``code_challenge`` (``code_challenge_method=S256`` only; ``plain``
+or no method is refused) binds its code to that challenge, and the code exchange then needs the
+``code_verifier`` whose S256 is the challenge. A code issued without a challenge is exchanged without a
+verifier (one sent anyway is ignored), unless ``require_pkce`` is on: then the dialog refuses requests
+without a challenge and such codes are refused at the exchange.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import hmac
 import re
 from collections.abc import Mapping
@@ -20,7 +28,7 @@ from sandbox.consent import consent_page, dialog_error
 from sandbox.core import Params, Sandbox, graph_route
 from sandbox.state import CodeRec, GraphFailure, new_token
 
-__all__ = ["exchange", "grant_code", "oauth_routes"]
+__all__ = ["exchange", "grant_code", "oauth_routes", "s256"]
 
 
 def _with_query(url: str, params: Mapping[str, str], fragment: str = "") -> str:
@@ -40,6 +48,35 @@ def _check_client(sandbox: Sandbox, params: Params, *, secret: bool) -> None:
         raise GraphFailure("Error validating application. Invalid application ID.", code=101)
     if secret and not hmac.compare_digest(params.get("client_secret", ""), sandbox.config.app_secret):
         raise GraphFailure("Error validating client secret.", code=1)
+
+
+_CHALLENGE_RE = re.compile(r"^[A-Za-z0-9_-]{43}$")  # BASE64URL(SHA-256), no padding
+_VERIFIER_RE = re.compile(r"^[A-Za-z0-9._~-]{43,128}$")
+
+
+def s256(verifier: str) -> str:
+    """RFC 7636's S256 transformation: BASE64URL(SHA-256(ASCII(verifier))) without padding."""
+    return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode("ascii")).digest()).rstrip(b"=").decode()
+
+
+def _check_verifier(sandbox: Sandbox, code_rec: CodeRec, verifier: str | None) -> None:
+    if code_rec.code_challenge is None:
+        if sandbox.state.require_pkce:
+            raise GraphFailure(
+                "This authorization code was issued without a code_challenge, and this app requires PKCE.",
+                code=100,
+            )
+        return  # no challenge, nothing to prove: a verifier sent anyway is ignored
+    if not verifier:
+        raise GraphFailure(
+            "Missing code_verifier parameter: this authorization code was issued with a code_challenge.",
+            code=100,
+        )
+    if not _VERIFIER_RE.match(verifier) or not hmac.compare_digest(s256(verifier), code_rec.code_challenge):
+        raise GraphFailure(
+            "Invalid code_verifier: it does not match the code_challenge this authorization code was issued for.",
+            code=100,
+        )
 
 
 def exchange(sandbox: Sandbox, params: Params) -> dict[str, Any]:
@@ -73,6 +110,7 @@ def exchange(sandbox: Sandbox, params: Params) -> dict[str, Any]:
             raise GraphFailure("This authorization code has been used.", code=100, subcode=36009)
         if now >= code_rec.issued_at + config.code_ttl:
             raise GraphFailure("This authorization code has expired.", code=100, subcode=36007)
+        _check_verifier(sandbox, code_rec, params.get("code_verifier"))  # a refusal leaves the code unused
         code_rec.used = True
         rec = state.issue(
             code_rec.user_id, "user_short", code_rec.scopes, expires_at=now + config.short_lived_ttl
@@ -82,10 +120,19 @@ def exchange(sandbox: Sandbox, params: Params) -> dict[str, Any]:
     return {"access_token": rec.value, "token_type": "bearer", "expires_in": rec.expires_at - now}
 
 
-def grant_code(sandbox: Sandbox, user_id: str, redirect_uri: str, scopes: tuple[str, ...]) -> str:
-    """A fresh single-use authorization code for `user_id`."""
+def grant_code(
+    sandbox: Sandbox,
+    user_id: str,
+    redirect_uri: str,
+    scopes: tuple[str, ...],
+    *,
+    code_challenge: str | None = None,
+) -> str:
+    """A fresh single-use authorization code for `user_id`, bound to an S256 `code_challenge` if given."""
     value = "AQ" + new_token()[4:]
-    sandbox.state.codes[value] = CodeRec(value, user_id, redirect_uri, scopes, sandbox.state.now())
+    sandbox.state.codes[value] = CodeRec(
+        value, user_id, redirect_uri, scopes, sandbox.state.now(), code_challenge=code_challenge
+    )
     return value
 
 
@@ -107,6 +154,21 @@ def _check_dialog(sandbox: Sandbox, params: Params) -> HTMLResponse | None:
         return dialog_error("URL Blocked: This redirect failed because the redirect URI is not whitelisted.")
     if params.get("response_type", "code") != "code":
         return dialog_error("The sandbox supports response_type=code only.")
+    return _check_challenge(sandbox, params)
+
+
+def _check_challenge(sandbox: Sandbox, params: Params) -> HTMLResponse | None:
+    challenge, method = params.get("code_challenge"), params.get("code_challenge_method")
+    if not challenge:
+        if method:
+            return dialog_error("code_challenge_method was given without a code_challenge.")
+        if sandbox.state.require_pkce:
+            return dialog_error("This app requires PKCE: code_challenge and code_challenge_method=S256.")
+        return None
+    if method != "S256":  # RFC 7636: no method means plain (the challenge is the verifier itself)
+        return dialog_error("code_challenge_method must be S256 (plain is not accepted).")
+    if not _CHALLENGE_RE.match(challenge):
+        return dialog_error("code_challenge must be 43 characters of base64url (an S256 challenge).")
     return None
 
 
@@ -134,7 +196,9 @@ def _finish_dialog(
         return dialog_error("The sandbox has no users; create one with POST /_sandbox/users.")
     requested = _requested_scopes(params)
     scopes = tuple(s for s in sandbox.state.granted_scopes(user, requested) if s not in declined)
-    code = grant_code(sandbox, user.id, redirect_uri, scopes)
+    code = grant_code(
+        sandbox, user.id, redirect_uri, scopes, code_challenge=params.get("code_challenge") or None
+    )
     return RedirectResponse(_with_query(redirect_uri, {"code": code, **state_param}, "_=_"), status_code=302)
 
 

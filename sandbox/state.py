@@ -63,6 +63,8 @@ class SandboxConfig:
     app_secret: str = "sandbox-app-secret"
     app_name: str = "Sandbox CRM"
     require_appsecret_proof: bool = True
+    # Meta's PKCE for Facebook Login is "in testing": optional by default; on, the dialog wants a challenge.
+    require_pkce: bool = False
     page_size: int = 25
     code_ttl: int = 600
     short_lived_ttl: int = 3_600
@@ -259,6 +261,7 @@ class CodeRec:
     scopes: tuple[str, ...]
     issued_at: int
     used: bool = False
+    code_challenge: str | None = None  # PKCE, S256 only (the dialog refuses any other method)
 
 
 @dataclass
@@ -399,6 +402,7 @@ class State:
     long_lived_reexchange: ReexchangeMode = "extend"
     long_lived_ttl: int = 60 * DAY
     require_appsecret_proof: bool = True
+    require_pkce: bool = False
     webhook_url: str = DEFAULT_WEBHOOK_URL
     webhook_log: list[dict[str, Any]] = field(default_factory=list)
     webhooks_sent: int = 0
@@ -472,6 +476,7 @@ class State:
         self.long_lived_reexchange = self.config.long_lived_reexchange
         self.long_lived_ttl = self.config.long_lived_ttl
         self.require_appsecret_proof = self.config.require_appsecret_proof
+        self.require_pkce = self.config.require_pkce
         if self.config.default_fixtures:
             load_defaults(self)
 

@@ -100,6 +100,16 @@ def test_parameter_names_only_match_whole_words() -> None:
     assert redact(text) == text
 
 
+def test_pkce_verifier_is_masked_and_the_challenge_kept() -> None:
+    """In a code exchange URL the code_verifier is masked; a dialog URL's public code_challenge stays."""
+    url = f"https://www.facebook.com/v25.0/dialog/oauth?code_challenge={OPAQUE}&code_challenge_method=S256"
+    assert redact(url) == url
+    assert (
+        redact(f"/oauth/access_token?code_verifier={OPAQUE}&x=1")
+        == f"/oauth/access_token?code_verifier={MASK}&x=1"
+    )
+
+
 def test_hub_verify_token_is_masked() -> None:
     """The webhook verification's hub.verify_token is masked in the request URL."""
     url = f"/webhook?hub.mode=subscribe&hub.verify_token={OPAQUE}&hub.challenge=42"

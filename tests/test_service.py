@@ -27,7 +27,7 @@ from sandbox import fixtures as fb
 from sandbox.app import create_app as create_sandbox
 from sandbox.oauth import grant_code
 from sandbox.state import SandboxConfig
-from tests.fixtures.api import INIT, REDIRECT_URI, RETURN_URL, settings_env, user_token
+from tests.fixtures.api import INIT, REDIRECT_URI, RETURN_URL, TOKEN_KEY, settings_env, user_token
 from tests.fixtures.database import DEMO_ADMIN, DEMO_IMO
 
 SANDBOX_URL = "http://sandbox.test"
@@ -164,6 +164,7 @@ async def test_store_other_error_is_internal_error_and_leaks_nothing(
         ("unknown", "invalid_state"),
         ("foreign_browser", "session_mismatch"),
         ("not_allowed", "not_allowed"),
+        ("key_mismatch", "invalid_state"),
     ],
 )
 async def test_refused_states_never_reach_meta(world: World, status: str, reason: str) -> None:
@@ -175,7 +176,12 @@ async def test_refused_states_never_reach_meta(world: World, status: str, reason
     assert world.meta_calls() == 0
     assert world.db.calls_to("instagram_store_integrations") == []
     [consume] = world.db.calls_to("instagram_oauth_state_consume")
-    assert consume.args == {"p_state_hash": hash_state(nonce), "p_browser_binding_hash": None}
+    assert consume.args == {
+        "p_state_hash": hash_state(nonce),
+        "p_browser_binding_hash": None,
+        "p_key": TOKEN_KEY,
+        "p_previous_key": None,
+    }
 
 
 async def test_fake_state_lifecycle(world: World) -> None:

@@ -33,6 +33,7 @@ GROUP_OF = {
     "INSTAGRAM_WEBHOOK_VERIFY_TOKEN": "webhook",
 }
 GROUPS = ("meta", "crypto", "oauth", "database", "jwt", "webhook")
+FLAGS = [("INSTAGRAM_OAUTH_BIND_BROWSER", "oauth_bind_browser"), ("INSTAGRAM_OAUTH_PKCE", "oauth_pkce")]
 
 
 def load(env_file: str | Path | None = None, **overrides: str) -> Settings:
@@ -110,6 +111,7 @@ def test_readme_table_lists_the_defaults_settings_reads() -> None:
         "META_OAUTH_DIALOG_BASE_URL",
         "INSTAGRAM_DM_ENV",
         "INSTAGRAM_OAUTH_BIND_BROWSER",
+        "INSTAGRAM_OAUTH_PKCE",
         "INSTAGRAM_WORKER_CONCURRENCY",
         "INSTAGRAM_DB_TIMEOUT_SECONDS",
         "LOG_LEVEL",
@@ -128,7 +130,7 @@ def test_unset_variable_means_the_readme_default(name: str, default: str) -> Non
 
 
 def test_defaults_when_nothing_is_set() -> None:
-    """Nothing set: production, Graph v25.0 at Meta's origins, browser binding on, 20 jobs, INFO."""
+    """Nothing set: production, Graph v25.0 at Meta's origins, browser binding and PKCE on, 20 jobs, INFO."""
     settings = Settings.from_environ({}, env_file=None)
     assert (
         settings.environment,
@@ -137,6 +139,7 @@ def test_defaults_when_nothing_is_set() -> None:
         settings.graph_base_url,
         settings.oauth_dialog_base_url,
         settings.oauth_bind_browser,
+        settings.oauth_pkce,
         settings.worker_concurrency,
         settings.log_level,
     ) == (
@@ -145,6 +148,7 @@ def test_defaults_when_nothing_is_set() -> None:
         "v25.0",
         "https://graph.facebook.com",
         "https://www.facebook.com",
+        True,
         True,
         20,
         "INFO",
@@ -443,17 +447,17 @@ def test_settings_built_in_code_refuse_an_unknown_environment() -> None:
         ("off", False),
     ],
 )
-def test_bind_browser_flag(raw: str, expected: bool) -> None:
-    """INSTAGRAM_OAUTH_BIND_BROWSER reads the usual spellings of true and false."""
-    assert load(INSTAGRAM_OAUTH_BIND_BROWSER=raw).oauth_bind_browser is expected
+@pytest.mark.parametrize(("name", "attribute"), FLAGS)
+def test_boolean_flags(name: str, attribute: str, raw: str, expected: bool) -> None:
+    """INSTAGRAM_OAUTH_BIND_BROWSER and INSTAGRAM_OAUTH_PKCE read the usual spellings of true and false."""
+    assert getattr(load(**{name: raw}), attribute) is expected
 
 
+@pytest.mark.parametrize("name", [name for name, _ in FLAGS])
 @pytest.mark.parametrize("raw", ["flase", "disabled", "2"])
-def test_bind_browser_flag_refuses_anything_else(raw: str) -> None:
-    """A misspelt INSTAGRAM_OAUTH_BIND_BROWSER is refused rather than read as true."""
-    assert config_error(FULL | {"INSTAGRAM_OAUTH_BIND_BROWSER": raw}) == (
-        f"INSTAGRAM_OAUTH_BIND_BROWSER must be true or false, got {raw!r}"
-    )
+def test_boolean_flags_refuse_anything_else(name: str, raw: str) -> None:
+    """A misspelt boolean flag is refused rather than read as true."""
+    assert config_error(FULL | {name: raw}) == f"{name} must be true or false, got {raw!r}"
 
 
 def test_worker_concurrency_is_read() -> None:

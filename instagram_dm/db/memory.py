@@ -141,6 +141,7 @@ class InMemoryDatabase:
             "imo_id": str(call.args["p_imo_id"]),
             "return_to": call.args["p_return_to"],
             "browser_binding_hash": call.args.get("p_browser_binding_hash"),
+            "code_verifier": call.args.get("p_code_verifier"),  # the SQL encrypts it; a fake need not
             "expires_at": expires_at,
             "consumed": False,
         }
@@ -166,6 +167,7 @@ class InMemoryDatabase:
             "user_id": row["user_id"],
             "imo_id": row["imo_id"],
             "return_to": row["return_to"],
+            "code_verifier": row["code_verifier"],
         }
 
 

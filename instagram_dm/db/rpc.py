@@ -10,9 +10,11 @@ function against ``pg_proc`` of the migrated database (name and exact argument n
 Python (SQL ``public.instagram_…``)    what it does                                          who may call
 =====================================  ====================================================  ==============
 ``oauth_state_create``                 check the user may connect for the IMO (admin, plan),  service_role
-                                       store a hashed single-use OAuth state
+                                       store a hashed single-use OAuth state (and its PKCE
+                                       code verifier, encrypted)
 ``oauth_state_consume``                spend a state once: ok | used | expired | unknown |   service_role
                                        foreign_browser | not_allowed (role/plan re-checked)
+                                       | key_mismatch; ok carries the decrypted verifier
 ``store_integrations``                 encrypt and upsert one integration per linked          service_role
                                        account, in one transaction (admin/plan re-checked)
 ``integration_tokens``                 decrypted tokens of one integration (current key, or   service_role
@@ -218,9 +220,12 @@ async def oauth_state_create(
     return_to: str,
     ttl_seconds: int,
     browser_binding_hash: str | None,
+    code_verifier: str | None,
+    key: str | None,
 ) -> StateCreated:
     """``instagram_oauth_state_create``: ForbiddenError ``not_imo_admin`` / ``feature_not_in_plan``,
-    BadRequestError ``invalid_ttl``."""
+    BadRequestError ``invalid_ttl`` / ``invalid_code_verifier`` / ``invalid_encryption_key``. The
+    verifier (None: no PKCE) is stored encrypted with `key`."""
     result = await db.rpc(
         "instagram_oauth_state_create",
         {
@@ -230,23 +235,27 @@ async def oauth_state_create(
             "p_return_to": return_to,
             "p_ttl_seconds": ttl_seconds,
             "p_browser_binding_hash": browser_binding_hash,
+            "p_code_verifier": code_verifier,
+            "p_key": key,
         },
     )
     return StateCreated.from_json(_object(result, "instagram_oauth_state_create"))
 
 
-StateStatus = Literal["ok", "used", "expired", "unknown", "foreign_browser", "not_allowed"]
+StateStatus = Literal["ok", "used", "expired", "unknown", "foreign_browser", "not_allowed", "key_mismatch"]
 _STATE_STATUSES: frozenset[str] = frozenset(get_args(StateStatus))
 
 
 @dataclass(frozen=True)
 class StateConsumed:
-    """The outcome of spending a state; `user_id` and `imo_id` only when ``ok``, `return_to` when known."""
+    """The outcome of spending a state; `user_id`, `imo_id` and the PKCE `code_verifier` (None when the
+    state has none) only when ``ok``, `return_to` when known."""
 
     status: StateStatus
     return_to: str | None = None
     user_id: str | None = None
     imo_id: str | None = None
+    code_verifier: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> StateConsumed:
@@ -258,6 +267,7 @@ class StateConsumed:
             return_to=_opt_str(data, "return_to"),
             user_id=_opt_str(data, "user_id"),
             imo_id=_opt_str(data, "imo_id"),
+            code_verifier=_opt_str(data, "code_verifier"),
         )
         if status == "ok" and (
             consumed.user_id is None or consumed.imo_id is None or consumed.return_to is None
@@ -267,12 +277,23 @@ class StateConsumed:
 
 
 async def oauth_state_consume(
-    db: Database, *, state_hash: str, browser_binding_hash: str | None
+    db: Database,
+    *,
+    state_hash: str,
+    browser_binding_hash: str | None,
+    key: str | None,
+    previous_key: str | None,
 ) -> StateConsumed:
-    """``instagram_oauth_state_consume``: spends the state whatever the outcome."""
+    """``instagram_oauth_state_consume``: spends the state whatever the outcome; a stored verifier is
+    decrypted with `key` (or `previous_key` during a rotation)."""
     result = await db.rpc(
         "instagram_oauth_state_consume",
-        {"p_state_hash": state_hash, "p_browser_binding_hash": browser_binding_hash},
+        {
+            "p_state_hash": state_hash,
+            "p_browser_binding_hash": browser_binding_hash,
+            "p_key": key,
+            "p_previous_key": previous_key,
+        },
     )
     return StateConsumed.from_json(_object(result, "instagram_oauth_state_consume"))
 

@@ -24,6 +24,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 
+from instagram_dm import pkce
 from instagram_dm.graph.errors import (
     GraphError,
     MetaOtherError,
@@ -134,35 +135,44 @@ class GraphClient:
 
     # ---- OAuth ---------------------------------------------------------------------------------
 
-    def dialog_url(self, *, redirect_uri: str, state: str, scopes: Sequence[str]) -> str:
-        """The Facebook Login dialog URL the browser is sent to."""
-        query = urlencode(
-            {
-                "client_id": self._app_id,
-                "redirect_uri": redirect_uri,
-                "state": state,
-                "scope": ",".join(scopes),
-                "response_type": "code",
-            },
-            safe=",",
-        )
+    def dialog_url(
+        self, *, redirect_uri: str, state: str, scopes: Sequence[str], code_challenge: str | None = None
+    ) -> str:
+        """The Facebook Login dialog URL the browser is sent to; with `code_challenge` (PKCE), also
+        ``code_challenge`` and ``code_challenge_method=S256``."""
+        params = {
+            "client_id": self._app_id,
+            "redirect_uri": redirect_uri,
+            "state": state,
+            "scope": ",".join(scopes),
+            "response_type": "code",
+        }
+        if code_challenge is not None:
+            params |= {"code_challenge": code_challenge, "code_challenge_method": pkce.CHALLENGE_METHOD}
+        query = urlencode(params, safe=",")
         return f"{self._dialog}/{self._version}/dialog/oauth?{query}"
 
-    async def exchange_code(self, *, code: str, redirect_uri: str) -> AccessToken:
-        """Exchange the dialog's single-use code for a short-lived user token.
+    async def exchange_code(
+        self, *, code: str, redirect_uri: str, code_verifier: str | None = None
+    ) -> AccessToken:
+        """Exchange the dialog's single-use code for a short-lived user token; `code_verifier` (PKCE)
+        is sent when the dialog got its challenge, and masked like the code in logs and errors.
 
         Not retried once the request may have reached Meta: a replayed code is refused anyway.
         """
+        params = {
+            "client_id": self._app_id,
+            "redirect_uri": redirect_uri,
+            "client_secret": self._app_secret,
+            "code": code,
+        }
+        if code_verifier is not None:
+            params["code_verifier"] = code_verifier
         body = await self._call(
             "GET",
             "/oauth/access_token",
-            {
-                "client_id": self._app_id,
-                "redirect_uri": redirect_uri,
-                "client_secret": self._app_secret,
-                "code": code,
-            },
-            secrets=(code,),
+            params,
+            secrets=(code,) if code_verifier is None else (code, code_verifier),
             idempotent=False,
         )
         return self._access_token(body)

@@ -363,7 +363,8 @@ def test_arbitrary_callbacks_are_answered_by_what_the_database_knows(
 async def test_logs_never_contain_tokens_codes_or_state(
     browser: Browser, pg: asyncpg.Connection, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A full connect flow, failures included, logs no token, code, state nonce, key or app secret."""
+    """A full connect flow, failures included, logs no token, code, state nonce, PKCE verifier, key or
+    app secret."""
     caplog.set_level("DEBUG")
     init = browser.init()
     callback_url = browser.dialog(init.json()["url"], fb_user=fb.BOB)
@@ -371,8 +372,13 @@ async def test_logs_never_contain_tokens_codes_or_state(
     assert browser.callback(callback_url).query["instagram"] == ["connected"]
     assert browser.callback(callback_url).query["reason"] == ["invalid_state"]  # replay, logged too
     query = parse_qs(urlsplit(callback_url).query)
+    verifier = await pg.fetchval(
+        "select extensions.pgp_sym_decrypt(code_verifier_encrypted, $1) from public.instagram_oauth_states",
+        TOKEN_KEY,
+    )
+    assert verifier
     secrets_seen = [t["token"] for t in browser.sandbox.state(tokens=True)["tokens"]]
-    secrets_seen += [query["code"][0], query["state"][0], "sandbox-app-secret", TOKEN_KEY]
+    secrets_seen += [query["code"][0], query["state"][0], verifier, "sandbox-app-secret", TOKEN_KEY]
     logged = caplog.text + "".join(str(r.__dict__) for r in caplog.records)
     assert caplog.records, "expected the flow to log"
     for secret in secrets_seen:

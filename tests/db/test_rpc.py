@@ -126,14 +126,25 @@ async def test_catalogue_round_trip(db: AsyncpgDatabase, pg: asyncpg.Connection)
         return_to="http://app.test/m",
         ttl_seconds=600,
         browser_binding_hash=None,
+        code_verifier="v" * 43,
+        key=KEY,
     )
     assert created.expires_at > datetime.now(UTC)
-    consumed = await rpc.oauth_state_consume(db, state_hash="ab" * 32, browser_binding_hash=None)
-    assert consumed == rpc.StateConsumed(
-        status="ok", return_to="http://app.test/m", user_id=DEMO_ADMIN, imo_id=DEMO_IMO
+    consumed = await rpc.oauth_state_consume(
+        db, state_hash="ab" * 32, browser_binding_hash=None, key=KEY, previous_key=None
     )
-    again = await rpc.oauth_state_consume(db, state_hash="ab" * 32, browser_binding_hash=None)
-    assert (again.status, again.user_id) == ("used", None)
+    assert consumed == rpc.StateConsumed(
+        status="ok",
+        return_to="http://app.test/m",
+        user_id=DEMO_ADMIN,
+        imo_id=DEMO_IMO,
+        code_verifier="v" * 43,
+    )
+    assert "v" * 43 not in repr(consumed)
+    again = await rpc.oauth_state_consume(
+        db, state_hash="ab" * 32, browser_binding_hash=None, key=KEY, previous_key=None
+    )
+    assert (again.status, again.user_id, again.code_verifier) == ("used", None, None)
 
     [stored] = await rpc.store_integrations(
         db,

@@ -49,7 +49,7 @@ ENUMS = {
         "postback",
     ],
     "instagram_message_direction": ["inbound", "outbound"],
-    "instagram_message_status": ["queued", "sending", "sent", "delivered", "read", "failed"],
+    "instagram_message_status": ["queued", "sending", "sent", "delivered", "read", "failed", "unknown"],
     "instagram_scheduled_status": ["scheduled", "sending", "sent", "failed", "cancelled"],
 }
 

@@ -31,6 +31,7 @@ APP_SECRET = "app-secret-value-xyz"
 USER_TOKEN = "EAASuserTOKENvalue000000000000000000"
 PAGE_TOKEN = "EAASpageTOKENvalue000000000000000000"
 GRAPH = "https://graph.test"
+VERIFIER = "pkce-verifier-0123456789-abcdefghijklmnopqrstuvwxyz-ABCDEFGHIJ"
 
 Handler = Callable[[httpx.Request], httpx.Response]
 
@@ -84,6 +85,17 @@ def test_dialog_url_shape() -> None:
     assert "instagram_basic,pages_show_list" in url
 
 
+def test_dialog_url_with_a_code_challenge_names_s256() -> None:
+    """Given a code challenge, the dialog URL also carries it and code_challenge_method=S256."""
+    client, _ = make(ok({}))
+    url = client.dialog_url(
+        redirect_uri="https://crm.test/cb", state="st", scopes=["instagram_basic"], code_challenge="c" * 43
+    )
+    query = parse_qs(urlsplit(url).query)
+    assert (query["code_challenge"], query["code_challenge_method"]) == (["c" * 43], ["S256"])
+    assert query["state"] == ["st"] and query["response_type"] == ["code"]
+
+
 def test_from_settings_uses_meta_settings() -> None:
     """from_settings reads app id/secret, version and both base URLs."""
     settings = Settings(
@@ -116,6 +128,33 @@ async def test_exchange_code_request_shape() -> None:
         "code": "AQcode",
     }
     assert client.calls == 1
+
+
+async def test_exchange_code_sends_the_code_verifier() -> None:
+    """Given a code verifier, the code exchange sends it as code_verifier beside the usual parameters."""
+    client, seen = make(ok({"access_token": USER_TOKEN, "token_type": "bearer", "expires_in": 5183}))
+    await client.exchange_code(code="AQcode", redirect_uri="https://crm.test/cb", code_verifier=VERIFIER)
+    assert query(seen[0]) == {
+        "client_id": APP_ID,
+        "redirect_uri": "https://crm.test/cb",
+        "client_secret": APP_SECRET,
+        "code": "AQcode",
+        "code_verifier": VERIFIER,
+    }
+
+
+async def test_code_verifier_never_reaches_logs_or_errors(caplog: pytest.LogCaptureFixture) -> None:
+    """A refused exchange logs and raises without the code verifier, even when Meta's message echoes it."""
+    caplog.set_level(logging.DEBUG, logger="instagram_dm.graph")
+    echo = {"error": {"code": 100, "message": f"Invalid code_verifier {VERIFIER}", "type": "OAuthException"}}
+    client, _ = make(lambda request: httpx.Response(400, json=echo))
+    with pytest.raises(MetaInvalidRequestError) as info:
+        await client.exchange_code(code="AQcode", redirect_uri="https://crm.test/cb", code_verifier=VERIFIER)
+    logged = [json.dumps(vars(r), default=str) for r in caplog.records] + [
+        r.getMessage() for r in caplog.records
+    ]
+    assert any(r.getMessage() == "graph.request" for r in caplog.records)
+    assert VERIFIER not in "\n".join([*logged, str(info.value), repr(info.value)])
 
 
 async def test_exchange_long_lived_request_shape() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -311,6 +312,7 @@ def test_bad_control_requests_are_400(sandbox: SandboxControl) -> None:
         ("clock", {}),
         ("config", {"long_lived_reexchange": "forever"}),
         ("config", {"page_size": 0}),
+        ("config", {"require_pkce": "yes"}),
         ("tokens", {"user_id": "nobody"}),
         ("tokens", {"user_id": ALICE, "kind": "weird"}),
         ("tokens", {"user_id": DAVE, "kind": "page"}),
@@ -471,3 +473,123 @@ def test_consent_page_names_pages_in_the_singular_and_marks_declined_permissions
     assert "(1 Page)" in page and "(1 Pages)" not in page
     assert 'data-declined="instagram_manage_messages"' in page
     assert "box.checked = !declined.includes(box.value)" in page
+
+
+# ---- PKCE ------------------------------------------------------------------------------------------
+
+VERIFIER = "sandbox-pkce-verifier-0123456789-abcdefghijklmnopqrstuvwxyz"
+
+
+def s256(verifier: str) -> str:
+    return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+
+
+def scripted_code(sandbox: SandboxControl, **extra: str) -> str:
+    """Approve the dialog (scripted, Alice) with `extra` parameters; return the code it redirects with."""
+    sandbox.dialog("approve", ALICE)
+    response = sandbox.http.get(f"/{V}/dialog/oauth", params=dialog_params(sandbox, **extra))
+    assert response.status_code == 302, response.text
+    return parse_qs(urlsplit(response.headers["location"]).query)["code"][0]
+
+
+def redeem(sandbox: SandboxControl, code: str, **extra: str) -> httpx.Response:
+    params = {"client_id": sandbox.app_id, "client_secret": sandbox.app_secret, "redirect_uri": REDIRECT}
+    return sandbox.http.get(f"/{V}/oauth/access_token", params={**params, "code": code, **extra})
+
+
+def with_challenge(verifier: str = VERIFIER) -> dict[str, str]:
+    return {"code_challenge": s256(verifier), "code_challenge_method": "S256"}
+
+
+def test_code_with_a_challenge_needs_its_verifier(sandbox: SandboxControl) -> None:
+    """A code issued with an S256 challenge is exchanged only with the verifier whose S256 it is."""
+    code = scripted_code(sandbox, **with_challenge())
+    response = redeem(sandbox, code, code_verifier=VERIFIER)
+    assert response.status_code == 200 and response.json()["access_token"].startswith("EAAS")
+
+
+@pytest.mark.parametrize(
+    "verifier",
+    [None, "", "another-verifier-0123456789-abcdefghijklmnopqrstuvwxyz", "short", s256(VERIFIER)],
+    ids=["missing", "empty", "another", "malformed", "the-challenge-itself"],
+)
+def test_missing_or_wrong_verifier_is_meta_error_100(sandbox: SandboxControl, verifier: str | None) -> None:
+    """Without the matching verifier the exchange is Meta's OAuthException 100 with a readable message, and
+    the code stays redeemable by the right verifier."""
+    code = scripted_code(sandbox, **with_challenge())
+    response = redeem(sandbox, code, **({} if verifier is None else {"code_verifier": verifier}))
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert (error["type"], error["code"]) == ("OAuthException", 100)
+    assert "code_verifier" in error["message"] and "fbtrace_id" in error
+    assert sandbox.state()["code_exchanges"] == {}
+    assert redeem(sandbox, code, code_verifier=VERIFIER).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        ({"code_challenge": s256(VERIFIER), "code_challenge_method": "plain"}, "must be S256"),
+        ({"code_challenge": s256(VERIFIER)}, "must be S256"),  # no method means plain
+        ({"code_challenge": "too-short", "code_challenge_method": "S256"}, "43 characters"),
+        ({"code_challenge_method": "S256"}, "without a code_challenge"),
+    ],
+    ids=["plain", "no-method", "malformed", "method-alone"],
+)
+def test_dialog_refuses_anything_but_an_s256_challenge(
+    sandbox: SandboxControl, extra: dict[str, str], needle: str
+) -> None:
+    """plain (or no method), a malformed challenge, or a method without a challenge is an HTML 400, no code."""
+    sandbox.dialog("approve", ALICE)
+    response = sandbox.http.get(f"/{V}/dialog/oauth", params=dialog_params(sandbox, **extra))
+    assert response.status_code == 400 and needle in response.text
+    assert "location" not in response.headers
+
+
+def test_code_without_a_challenge_works_without_a_verifier_by_default(sandbox: SandboxControl) -> None:
+    """PKCE is optional by default: a code issued without a challenge is redeemed without a verifier."""
+    assert sandbox.state()["config"]["require_pkce"] is False
+    assert redeem(sandbox, scripted_code(sandbox)).status_code == 200
+
+
+def test_require_pkce_refuses_a_dialog_without_a_challenge(sandbox: SandboxControl) -> None:
+    """With require_pkce on, the dialog refuses a request without a code_challenge and accepts one with it."""
+    assert sandbox.configure(require_pkce=True)["require_pkce"] is True
+    sandbox.dialog("approve", ALICE)
+    refused = sandbox.http.get(f"/{V}/dialog/oauth", params=dialog_params(sandbox))
+    assert refused.status_code == 400 and "requires PKCE" in refused.text
+    assert "location" not in refused.headers
+    code = scripted_code(sandbox, **with_challenge())
+    assert redeem(sandbox, code, code_verifier=VERIFIER).status_code == 200
+
+
+def test_require_pkce_refuses_an_older_code_without_a_challenge(sandbox: SandboxControl) -> None:
+    """A code issued without a challenge before require_pkce was switched on is refused at the exchange."""
+    code = scripted_code(sandbox)
+    sandbox.configure(require_pkce=True)
+    response = redeem(sandbox, code)
+    assert response.status_code == 400 and response.json()["error"]["code"] == 100
+    assert "requires PKCE" in response.json()["error"]["message"]
+
+
+def test_reset_switches_require_pkce_off(sandbox: SandboxControl) -> None:
+    """require_pkce is a run-time knob: a reset puts it back to the default (off)."""
+    sandbox.configure(require_pkce=True)
+    sandbox.reset()
+    assert sandbox.state()["config"]["require_pkce"] is False
+
+
+def test_consent_form_carries_the_challenge(sandbox: SandboxControl) -> None:
+    """The interactive consent page posts the challenge back, so its code needs the verifier too."""
+    page = sandbox.http.get(f"/{V}/dialog/oauth", params=dialog_params(sandbox, **with_challenge()))
+    assert f'name="code_challenge" value="{s256(VERIFIER)}"' in page.text
+    assert 'name="code_challenge_method" value="S256"' in page.text
+    form = {**dialog_params(sandbox, **with_challenge()), "user_id": ALICE, "action": "approve"}
+    response = sandbox.http.post(
+        f"/{V}/dialog/oauth/confirm",
+        content=urlencode([*form.items(), ("granted", "instagram_basic")]),
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    code = parse_qs(urlsplit(response.headers["location"]).query)["code"][0]
+    assert redeem(sandbox, code).status_code == 400
+    assert redeem(sandbox, code, code_verifier=VERIFIER).status_code == 200
