@@ -114,6 +114,9 @@ def test_readme_table_lists_the_defaults_settings_reads() -> None:
         "INSTAGRAM_OAUTH_PKCE",
         "INSTAGRAM_WORKER_CONCURRENCY",
         "INSTAGRAM_DB_TIMEOUT_SECONDS",
+        "INSTAGRAM_HUMAN_AGENT_ENABLED",
+        "INSTAGRAM_SEND_RATE_PER_SECOND",
+        "INSTAGRAM_SEND_ECHO_WAIT_SECONDS",
         "LOG_LEVEL",
         "INSTAGRAM_DM_DB_PORT",
         "INSTAGRAM_DM_DB_DIR",
@@ -645,3 +648,22 @@ def test_db_timeout_must_be_a_positive_number(raw: str) -> None:
     """A timeout of zero, below zero, not a number or infinite stops start-up with one line naming it."""
     with pytest.raises(ConfigError, match=r"^INSTAGRAM_DB_TIMEOUT_SECONDS must be"):
         Settings.from_environ({"INSTAGRAM_DB_TIMEOUT_SECONDS": raw}, env_file=None)
+
+
+def test_sending_settings_default_and_refuse_bad_values_in_one_line() -> None:
+    """The sending settings: false / 100 / 20 when unset; a rate of 0 or a wait that is not a number is one line."""
+    settings = Settings.from_environ({}, env_file=None)
+    assert (settings.human_agent_enabled, settings.send_rate_per_second, settings.send_echo_wait_seconds) == (
+        False,
+        100.0,
+        20.0,
+    )
+    assert config_error(FULL | {"INSTAGRAM_SEND_RATE_PER_SECOND": "0"}) == (
+        "INSTAGRAM_SEND_RATE_PER_SECOND must be a number above 0 and at most 1000, got '0'"
+    )
+    assert config_error(FULL | {"INSTAGRAM_SEND_ECHO_WAIT_SECONDS": "soon"}).startswith(
+        "INSTAGRAM_SEND_ECHO_WAIT_SECONDS must be a number at least 0"
+    )
+    assert config_error(FULL | {"INSTAGRAM_HUMAN_AGENT_ENABLED": "maybe"}) == (
+        "INSTAGRAM_HUMAN_AGENT_ENABLED must be true or false, got 'maybe'"
+    )

@@ -720,6 +720,7 @@ set search_path = ''
 as $$
 declare
   v_horizon constant interval := interval '2 seconds';  -- slots further ahead are left for a later claim
+  v_lateness constant numeric := 0.02;  -- seconds a send may leave after its slot (SendKind.MAX_LATENESS)
   v_rate numeric;
   v_job public.instagram_send_jobs;
   v_message public.instagram_messages;
@@ -785,9 +786,11 @@ begin
     if v_slot > now() + v_horizon then
       continue;  -- stays due; a later claim takes it
     end if;
+    -- Slots (1 + lateness) / (rate - 1) apart: a send goes out at most `lateness` after its slot (the worker
+    -- gives a later one back, `missed_slot`), so any one-second window holds at most `rate` sends.
     update public.instagram_send_pacing set
-      next_slot_at = v_slot + make_interval(secs => (1 / (v_rate *
-        case when v_pacing.slowdown_until > now() then v_pacing.slowdown else 1 end))::double precision),
+      next_slot_at = v_slot + make_interval(secs => ((1 + v_lateness) / greatest(v_rate *
+        case when v_pacing.slowdown_until > now() then v_pacing.slowdown else 1 end - 1, 0.5))::double precision),
       updated_at = now()
     where integration_id = v_job.integration_id;
     update public.instagram_send_jobs set
@@ -808,6 +811,7 @@ begin
       'text', v_message.text, 'attachment', v_message.attachments -> 0,
       'messaging_type', v_job.messaging_type, 'tag', v_job.tag,
       'delay_seconds', greatest(0, extract(epoch from v_slot - now())),
+      'max_lateness_seconds', v_lateness,
       'token_version', encode(extensions.digest(coalesce(v_integration.page_access_token_encrypted, ''::bytea),
         'sha256'), 'hex'));
   end loop;
@@ -896,6 +900,7 @@ begin
     raise exception 'invalid_results' using errcode = '22023', detail = 'Results must be a JSON array.';
   end if;
   -- outcome: sent (meta_message_id) | unknown (no answer we can trust) | retry (did not reach Meta; run_at)
+  --        | missed_slot (not sent: the worker woke too late for its pacing slot)
   --        | throttled (Meta refused for rate; run_at: the account pauses until then) | failed | reauth
   for r in
     select * from jsonb_to_recordset(p_results) as x(job_id bigint, outcome text, meta_message_id text,
@@ -921,6 +926,11 @@ begin
       perform instagram_private.send_settle(v_job, 'completed', 'sent', null, null, null);
     elsif v_message.status::text in ('sent', 'delivered', 'read') then
       perform instagram_private.send_settle(v_job, 'completed', null, null, null, null);  -- its echo confirmed it
+    elsif r.outcome = 'missed_slot' then
+      -- Woke too late for its slot (an overloaded worker): nothing was sent; back in line, no attempt spent.
+      update public.instagram_send_jobs set attempt = greatest(attempt - 1, 0) where id = v_job.id
+      returning * into v_job;
+      perform instagram_private.send_settle(v_job, 'available', 'queued', now(), null, null);
     elsif r.outcome = 'unknown' then
       perform instagram_private.send_unknown(v_job, r.error_code, r.error_message);
     elsif r.outcome in ('retry', 'throttled') then

@@ -8,6 +8,8 @@ whatever happened into an outcome for ``instagram_send_complete_v1``, by Meta's 
 text):
 
     sent        Meta's message_id is stored; delivery and read come from webhooks
+    missed_slot the worker woke more than max_lateness_seconds after its slot (overloaded): not sent, back
+                in line without spending an attempt, so a stalled worker cannot crowd one second at Meta
     unknown     no answer we can trust (timeout after the request left, 5xx, 1/1357046): the message waits
                 for its echo and is sent again only if none came (INSTAGRAM_SEND_ECHO_WAIT_SECONDS)
     retry       the request never left (no connection): again with backoff
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -82,6 +85,7 @@ class SendJob(Job):
     messaging_type: str
     tag: str | None
     delay_seconds: float
+    max_lateness_seconds: float
     token_version: str
 
     @classmethod
@@ -101,6 +105,7 @@ class SendJob(Job):
             messaging_type=str(row["messaging_type"]),
             tag=row.get("tag"),
             delay_seconds=float(row.get("delay_seconds") or 0.0),
+            max_lateness_seconds=float(row.get("max_lateness_seconds") or 0.02),
             token_version=str(row["token_version"]),
         )
 
@@ -178,8 +183,14 @@ class SendKind:
         return SendJob.from_row(row)
 
     async def run(self, job: SendJob, *, worker_id: str) -> Mapping[str, Any]:
-        if job.delay_seconds > 0:
-            await asyncio.sleep(job.delay_seconds)  # this account's slot, shared by every worker
+        slot = time.monotonic() + job.delay_seconds  # this account's slot, shared by every worker
+        await self._page_token(job, worker_id)  # before the slot: the request leaves on time
+        if (wait := slot - time.monotonic()) > 0:
+            await asyncio.sleep(wait)
+        if time.monotonic() - slot > job.max_lateness_seconds:
+            # Sending now could crowd the next second at Meta: give the slot back unsent.
+            log.info("send.missed_slot", extra=job.log_extra())
+            return {"outcome": "missed_slot"}
         result = await self._send(job, worker_id)
         log.info(
             "send.finished",
