@@ -44,6 +44,12 @@ ACCEPTED = {
     "every IMO's DMs together): RLS on and no policy denies the API roles; the app reads messages instead",
     ("rls_enabled_no_policy", "public.instagram_profile_fetches"): "service-only table (queue of profile "
     "fetches): RLS on and no policy denies the API roles, as intended",
+    ("rls_enabled_no_policy", "public.instagram_send_jobs"): "service-only table (queue of outbound sends): "
+    "RLS on and no policy denies the API roles; the app reads the messages instead",
+    ("rls_enabled_no_policy", "public.instagram_send_pacing"): "service-only table (the next send slot per "
+    "account): RLS on and no policy denies the API roles, as intended",
+    ("rls_enabled_no_policy", "public.instagram_settings"): "service-only table (the workers' sending "
+    "settings): RLS on and no policy denies the API roles; the sending RPCs read it as security definer",
 }
 
 

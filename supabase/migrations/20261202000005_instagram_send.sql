@@ -432,7 +432,6 @@ grant execute on function instagram_private.send_refusal(public.instagram_conver
 create or replace function instagram_private.raise_refusal(p_code text)
 returns void
 language plpgsql
-immutable
 set search_path = ''
 as $$
 begin
@@ -672,8 +671,10 @@ begin
     perform instagram_private.send_settle(p_job, 'discarded', 'failed', null, 'send_unconfirmed',
       'Meta did not confirm this message and no echo came (' || coalesce(p_code, 'unknown') || ').');
   else
+    -- The echo wait, or a backoff capped at 5 minutes once repeated failures make that longer.
     perform instagram_private.send_settle(p_job, 'retryable', 'unknown',
-      greatest(now(), coalesce(p_job.sending_since, now())) + instagram_private.send_echo_wait(), p_code, p_message);
+      greatest(now(), coalesce(p_job.sending_since, now())) + greatest(instagram_private.send_echo_wait(),
+        make_interval(secs => least(power(2, greatest(p_job.attempt - 1, 0)), 300))), p_code, p_message);
   end if;
 end
 $$;
