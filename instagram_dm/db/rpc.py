@@ -43,6 +43,7 @@ Python (SQL ``public.instagram_…``)    what it does                           
 ``retry_message``                      a failed outbound message queued again                 authenticated
 ``usage_summary``                      the IMO's month: sent, received, calls, limit, left    authenticated
 ``send_token``                         the Page token of an account a worker holds a send of  service_role
+``send_reslot``                        a new pacing slot for a held send that woke too late   service_role
 ``settings_apply``                     publish the worker's sending settings to the database  service_role
 ``usage_add_calls``                    add a worker's Meta API call counts per IMO            service_role
 =====================================  ====================================================  ==============
@@ -90,6 +91,7 @@ __all__ = [
     "KeyRotationBatch",
     "ProfileToken",
     "RefreshEnqueued",
+    "SendSlot",
     "SendToken",
     "SendingSettings",
     "StateConsumed",
@@ -114,6 +116,7 @@ __all__ = [
     "retry_message",
     "rotate_key_batch",
     "send_message",
+    "send_reslot",
     "send_token",
     "settings_apply",
     "store_integrations",
@@ -776,6 +779,26 @@ async def send_token(
 
 
 @dataclass(frozen=True)
+class SendSlot:
+    """A pacing slot on the database's clock: when (``slot_at``), the clock as it was given (``clock_at``),
+    both epoch seconds, and how late a send may still leave."""
+
+    slot_at: float
+    clock_at: float
+    max_lateness_seconds: float
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> SendSlot:
+        return cls(float(data["slot_at"]), float(data["clock_at"]), float(data["max_lateness_seconds"]))
+
+
+async def send_reslot(db: Database, *, job_id: int, worker: str) -> SendSlot:
+    """``instagram_send_reslot_v1``: a new slot for a send `worker` holds (NotFoundError ``job_not_held``)."""
+    result = await db.rpc("instagram_send_reslot_v1", {"p_job_id": job_id, "p_worker": worker})
+    return SendSlot.from_json(_object(result, "instagram_send_reslot_v1"))
+
+
+@dataclass(frozen=True)
 class SendingSettings:
     """What a worker publishes at start-up for the app's sending RPCs (PostgREST has no environment)."""
 
@@ -829,6 +852,7 @@ CATALOGUE: tuple[Callable[..., Awaitable[object]], ...] = (
     retry_message,
     usage_summary,
     send_token,
+    send_reslot,
     settings_apply,
     usage_add_calls,
 )

@@ -711,6 +711,85 @@ comment on function instagram_private.send_bury_dead() is
 revoke all on function instagram_private.send_bury_dead() from public, anon, authenticated;
 grant execute on function instagram_private.send_bury_dead() to service_role;
 
+create or replace function instagram_private.send_max_lateness()
+returns numeric
+language sql
+immutable
+set search_path = ''
+as $$
+  select 0.04::numeric
+$$;
+comment on function instagram_private.send_max_lateness() is
+  'Seconds a send may leave after its pacing slot; a worker that wakes later asks for a new slot.';
+revoke all on function instagram_private.send_max_lateness() from public, anon, authenticated;
+grant execute on function instagram_private.send_max_lateness() to service_role;
+
+create or replace function instagram_private.send_take_slot(p_integration_id uuid, p_horizon interval)
+returns timestamptz
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  v_pacing public.instagram_send_pacing;
+  v_rate numeric;
+  v_slot timestamptz;
+begin
+  insert into public.instagram_send_pacing (integration_id) values (p_integration_id)
+  on conflict (integration_id) do nothing;
+  select * into v_pacing from public.instagram_send_pacing where integration_id = p_integration_id for update;
+  v_slot := greatest(v_pacing.next_slot_at, now(), coalesce(v_pacing.paused_until, now()));
+  if v_slot > now() + p_horizon then
+    return null;
+  end if;
+  select coalesce(max(s.send_rate_per_second), 100) into v_rate from public.instagram_settings s;
+  if v_pacing.slowdown_until > now() then
+    v_rate := v_rate * v_pacing.slowdown;
+  end if;
+  -- Slots (1 + lateness) / rate apart: a send leaves at most `lateness` after its slot (a worker that wakes
+  -- later takes a new one), so any one-second window meets the slots of 1 + lateness seconds: at most
+  -- ceil((1 + lateness) / spacing) = rate of them, however many workers share the account.
+  update public.instagram_send_pacing set
+    next_slot_at = v_slot + make_interval(secs => ((1 + instagram_private.send_max_lateness()) / v_rate)::double precision),
+    updated_at = now()
+  where integration_id = p_integration_id;
+  return v_slot;
+end
+$$;
+comment on function instagram_private.send_take_slot(uuid, interval) is
+  'Takes the Instagram account''s next send slot (shared by every worker), or null when it is further than '
+  'p_horizon ahead.';
+revoke all on function instagram_private.send_take_slot(uuid, interval) from public, anon, authenticated;
+grant execute on function instagram_private.send_take_slot(uuid, interval) to service_role;
+
+create or replace function public.instagram_send_reslot_v1(p_job_id bigint, p_worker text)
+returns jsonb
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  v_job public.instagram_send_jobs;
+  v_slot timestamptz;
+begin
+  -- The pacing row first, the job row after: the order the complete call takes them in (no deadlock).
+  select * into v_job from public.instagram_send_jobs
+  where id = p_job_id and state = 'running' and lease_owner = p_worker;
+  if not found then
+    raise exception 'job_not_held' using errcode = 'P0002', detail = 'This worker does not hold that send.';
+  end if;
+  v_slot := instagram_private.send_take_slot(v_job.integration_id, interval '1 hour');
+  update public.instagram_send_jobs set sending_since = v_slot where id = v_job.id;
+  return jsonb_build_object('slot_at', extract(epoch from v_slot), 'clock_at', extract(epoch from clock_timestamp()),
+    'max_lateness_seconds', instagram_private.send_max_lateness());
+end
+$$;
+comment on function public.instagram_send_reslot_v1(bigint, text) is
+  'A new pacing slot for a send p_worker holds but woke too late for (nothing was sent); returns slot_at and '
+  'the database clock_at.';
+revoke execute on function public.instagram_send_reslot_v1(bigint, text) from public, anon, authenticated;
+grant execute on function public.instagram_send_reslot_v1(bigint, text) to service_role;
+
 create or replace function public.instagram_send_claim_v1(
   p_worker text, p_limit integer, p_lease_seconds integer default 300
 )
@@ -721,13 +800,10 @@ set search_path = ''
 as $$
 declare
   v_horizon constant interval := interval '2 seconds';  -- slots further ahead are left for a later claim
-  v_lateness constant numeric := 0.02;  -- seconds a send may leave after its slot (SendKind.MAX_LATENESS)
-  v_rate numeric;
   v_job public.instagram_send_jobs;
   v_message public.instagram_messages;
   v_conv public.instagram_conversations;
   v_integration public.instagram_integrations;
-  v_pacing public.instagram_send_pacing;
   v_slot timestamptz;
   v_mode text;
   v_out jsonb := '[]'::jsonb;
@@ -738,8 +814,6 @@ begin
       detail = 'Claim needs a worker id, a limit of 1 to 1000 and a positive lease.';
   end if;
   perform instagram_private.send_bury_dead();
-  select s.send_rate_per_second into v_rate from public.instagram_settings s;
-  v_rate := coalesce(v_rate, 100);
   for v_job in
     select * from public.instagram_send_jobs j
     where (j.state in ('available', 'retryable') and j.run_at <= now())
@@ -779,21 +853,10 @@ begin
         'The 24-hour window closed before the message could be sent.');
       continue;
     end if;
-    -- Pacing: one slot per 1 / rate seconds per account, shared by every worker.
-    insert into public.instagram_send_pacing (integration_id) values (v_job.integration_id)
-    on conflict (integration_id) do nothing;
-    select * into v_pacing from public.instagram_send_pacing where integration_id = v_job.integration_id for update;
-    v_slot := greatest(v_pacing.next_slot_at, now(), coalesce(v_pacing.paused_until, now()));
-    if v_slot > now() + v_horizon then
-      continue;  -- stays due; a later claim takes it
+    v_slot := instagram_private.send_take_slot(v_job.integration_id, v_horizon);
+    if v_slot is null then
+      continue;  -- the account's next slot is beyond the horizon: stays due; a later claim takes it
     end if;
-    -- Slots (1 + lateness) / (rate - 1) apart: a send goes out at most `lateness` after its slot (the worker
-    -- gives a later one back, `missed_slot`), so any one-second window holds at most `rate` sends.
-    update public.instagram_send_pacing set
-      next_slot_at = v_slot + make_interval(secs => ((1 + v_lateness) / greatest(v_rate *
-        case when v_pacing.slowdown_until > now() then v_pacing.slowdown else 1 end - 1, 0.5))::double precision),
-      updated_at = now()
-    where integration_id = v_job.integration_id;
     update public.instagram_send_jobs set
       state = 'running',
       attempt = case when v_job.state = 'running' then attempt else attempt + 1 end,
@@ -811,16 +874,19 @@ begin
       'page_id', v_integration.facebook_page_id, 'recipient_id', v_conv.participant_igsid,
       'text', v_message.text, 'attachment', v_message.attachments -> 0,
       'messaging_type', v_job.messaging_type, 'tag', v_job.tag,
-      'delay_seconds', greatest(0, extract(epoch from v_slot - now())),
-      'max_lateness_seconds', v_lateness,
+      'slot_at', extract(epoch from v_slot),
+      'max_lateness_seconds', instagram_private.send_max_lateness(),
       'token_version', encode(extensions.digest(coalesce(v_integration.page_access_token_encrypted, ''::bytea),
         'sha256'), 'hex'));
   end loop;
-  return v_out;
+  -- The database's clock as the claim ends: the worker times each slot from it (its own clock may differ).
+  return (select coalesce(jsonb_agg(j || jsonb_build_object('clock_at', extract(epoch from clock_timestamp()))),
+    '[]'::jsonb) from jsonb_array_elements(v_out) j);
 end
 $$;
 comment on function public.instagram_send_claim_v1(text, integer, integer) is
-  'Claims up to p_limit due sends for p_worker with a lease and a pacing slot each (delay_seconds); settles what '
+  'Claims up to p_limit due sends for p_worker with a lease and a pacing slot each (slot_at, on the clock_at '
+  'clock); settles what '
   'needs no request (confirmed by echo, window closed, account disconnected) and parks a dead worker''s send as '
   'unknown to wait for its echo.';
 revoke execute on function public.instagram_send_claim_v1(text, integer, integer) from public, anon, authenticated;
@@ -901,7 +967,6 @@ begin
     raise exception 'invalid_results' using errcode = '22023', detail = 'Results must be a JSON array.';
   end if;
   -- outcome: sent (meta_message_id) | unknown (no answer we can trust) | retry (did not reach Meta; run_at)
-  --        | missed_slot (not sent: the worker woke too late for its pacing slot)
   --        | throttled (Meta refused for rate; run_at: the account pauses until then) | failed | reauth
   for r in
     select * from jsonb_to_recordset(p_results) as x(job_id bigint, outcome text, meta_message_id text,
@@ -927,11 +992,7 @@ begin
       perform instagram_private.send_settle(v_job, 'completed', 'sent', null, null, null);
     elsif v_message.status::text in ('sent', 'delivered', 'read') then
       perform instagram_private.send_settle(v_job, 'completed', null, null, null, null);  -- its echo confirmed it
-    elsif r.outcome = 'missed_slot' then
-      -- Woke too late for its slot (an overloaded worker): nothing was sent; back in line, no attempt spent.
-      update public.instagram_send_jobs set attempt = greatest(attempt - 1, 0) where id = v_job.id
-      returning * into v_job;
-      perform instagram_private.send_settle(v_job, 'available', 'queued', now(), null, null);
+
     elsif r.outcome = 'unknown' then
       perform instagram_private.send_unknown(v_job, r.error_code, r.error_message);
     elsif r.outcome in ('retry', 'throttled') then

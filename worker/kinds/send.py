@@ -3,13 +3,13 @@ NOTIFY from ``instagram_send_message``).
 
 The claim does what needs no request (a message its echo confirmed completes, one whose 24-hour window
 closed fails, a dead worker's send waits for its echo) and gives each job a pacing slot of its Instagram
-account, shared by every worker (``delay_seconds``). ``run`` waits for the slot, sends once, and turns
+account, shared by every worker (``slot_at``). ``run`` waits for the slot (one it woke too late for, more
+than ``max_lateness_seconds``, is exchanged for a new one: a busy worker cannot crowd one second at Meta),
+sends once, and turns
 whatever happened into an outcome for ``instagram_send_complete_v1``, by Meta's code and subcode (never by
 text):
 
     sent        Meta's message_id is stored; delivery and read come from webhooks
-    missed_slot the worker woke more than max_lateness_seconds after its slot (overloaded): not sent, back
-                in line without spending an attempt, so a stalled worker cannot crowd one second at Meta
     unknown     no answer we can trust (timeout after the request left, 5xx, 1/1357046): the message waits
                 for its echo and is sent again only if none came (INSTAGRAM_SEND_ECHO_WAIT_SECONDS)
     retry       the request never left (no connection): again with backoff
@@ -84,7 +84,7 @@ class SendJob(Job):
     attachment: Mapping[str, Any] | None
     messaging_type: str
     tag: str | None
-    delay_seconds: float
+    slot_monotonic: float  # when this account's slot comes, on this process's monotonic clock
     max_lateness_seconds: float
     token_version: str
 
@@ -104,8 +104,9 @@ class SendJob(Job):
             attachment=attachment if isinstance(attachment, Mapping) else None,
             messaging_type=str(row["messaging_type"]),
             tag=row.get("tag"),
-            delay_seconds=float(row.get("delay_seconds") or 0.0),
-            max_lateness_seconds=float(row.get("max_lateness_seconds") or 0.02),
+            # The slot on the database's clock, as far after the claim's end as it was then.
+            slot_monotonic=time.monotonic() + float(row["slot_at"]) - float(row["clock_at"]),
+            max_lateness_seconds=float(row["max_lateness_seconds"]),
             token_version=str(row["token_version"]),
         )
 
@@ -175,6 +176,7 @@ class SendKind:
         self._tokens: dict[str, tuple[str, str | None]] = {}  # integration -> (token_version, page token)
         self.rules = RetryRules(backoff=self._backoff)
         self.share = share
+        self.missed_slots = 0  # slots this worker woke too late for (and exchanged)
 
     def complete_args(self) -> Mapping[str, Any]:
         return {}
@@ -183,14 +185,18 @@ class SendKind:
         return SendJob.from_row(row)
 
     async def run(self, job: SendJob, *, worker_id: str) -> Mapping[str, Any]:
-        slot = time.monotonic() + job.delay_seconds  # this account's slot, shared by every worker
+        slot = job.slot_monotonic  # this account's slot, shared by every worker
         await self._page_token(job, worker_id)  # before the slot: the request leaves on time
-        if (wait := slot - time.monotonic()) > 0:
-            await asyncio.sleep(wait)
-        if time.monotonic() - slot > job.max_lateness_seconds:
-            # Sending now could crowd the next second at Meta: give the slot back unsent.
-            log.info("send.missed_slot", extra=job.log_extra())
-            return {"outcome": "missed_slot"}
+        while True:
+            if (wait := slot - time.monotonic()) > 0:
+                await asyncio.sleep(wait)
+            if time.monotonic() - slot <= job.max_lateness_seconds:
+                break
+            # Woke too late (a busy worker): sending now could crowd one second at Meta. Take a new slot.
+            self.missed_slots += 1
+            log.debug("send.missed_slot", extra=job.log_extra())
+            fresh = await rpc.send_reslot(self._db, job_id=int(job.id), worker=worker_id)
+            slot = time.monotonic() + fresh.slot_at - fresh.clock_at
         result = await self._send(job, worker_id)
         log.info(
             "send.finished",
