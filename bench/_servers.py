@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -27,7 +27,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def bench_env(sandbox_url: str, api_url: str) -> dict[str, str]:
+def bench_env(sandbox_url: str, api_url: str, *, database_url: str = DATABASE_URL) -> dict[str, str]:
     return {
         **os.environ,
         "INSTAGRAM_APP_ID": "sandbox-app-id",
@@ -37,7 +37,7 @@ def bench_env(sandbox_url: str, api_url: str) -> dict[str, str]:
         "INSTAGRAM_RETURN_URL": "http://app.test/messages",
         "META_GRAPH_BASE_URL": sandbox_url,
         "META_OAUTH_DIALOG_BASE_URL": sandbox_url,
-        "DATABASE_URL": DATABASE_URL,
+        "DATABASE_URL": database_url,
         "SUPABASE_JWT_SECRET": JWT_SECRET,
         "LOG_LEVEL": "WARNING",
         "PYTHONPATH": str(ROOT),
@@ -59,30 +59,57 @@ def _wait(url: str, proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
-def servers(*, api: bool = True) -> Iterator[tuple[str, str, dict[str, str]]]:
-    """Yield (sandbox_url, api_url, env) with both processes running; stop them afterwards."""
+def servers(
+    *,
+    api: bool = True,
+    database_url: str = DATABASE_URL,
+    env: Mapping[str, str] | None = None,
+    log: Path | None = None,
+) -> Iterator[tuple[str, str, dict[str, str]]]:
+    """Yield (sandbox_url, api_url, env) with both processes running; stop them afterwards. `database_url`
+    is what the API (and whoever uses the yielded env) connects to; `env` adds to the environment; `log`
+    takes both processes' output (else it goes to this process's)."""
     sandbox_url = f"http://127.0.0.1:{free_port()}"
     api_url = f"http://127.0.0.1:{free_port()}"
-    env = bench_env(sandbox_url, api_url)
+    full_env = {**bench_env(sandbox_url, api_url, database_url=database_url), **(env or {})}
     procs: list[subprocess.Popen[bytes]] = []
+    out = log.open("ab") if log is not None else None
     try:
         port = sandbox_url.rsplit(":", 1)[1]
         procs.append(
-            subprocess.Popen([*CLI, "--env-file", "/dev/null", "sandbox", "--port", port], env=env, cwd=ROOT)
+            subprocess.Popen(
+                [*CLI, "--env-file", "/dev/null", "sandbox", "--port", port],
+                env=full_env,
+                cwd=ROOT,
+                stdout=out,
+                stderr=out,
+            )
         )
         _wait(f"{sandbox_url}/_sandbox/state", procs[-1])
         if api:
             port = api_url.rsplit(":", 1)[1]
             procs.append(
-                subprocess.Popen([*CLI, "--env-file", "/dev/null", "api", "--port", port], env=env, cwd=ROOT)
+                subprocess.Popen(
+                    [*CLI, "--env-file", "/dev/null", "api", "--port", port],
+                    env=full_env,
+                    cwd=ROOT,
+                    stdout=out,
+                    stderr=out,
+                )
             )
             _wait(f"{api_url}/healthz", procs[-1])
-        yield sandbox_url, api_url, env
+        yield sandbox_url, api_url, full_env
     finally:
         for proc in procs:
             proc.terminate()
         for proc in procs:
-            proc.wait(timeout=10)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:  # a stop that hangs must not leave the process behind
+                proc.kill()
+                proc.wait()
+        if out is not None:
+            out.close()
 
 
 def percentile(values: list[float], q: float) -> float:
