@@ -18,8 +18,13 @@ BENCH_DB_DIR := $(CURDIR)/.local/bench
 BENCH_DB_PORT ?= 54399
 BENCH_URL := postgresql://postgres:postgres@127.0.0.1:$(BENCH_DB_PORT)/postgres
 BENCH_DB := INSTAGRAM_DM_DB_DIR=$(BENCH_DB_DIR) INSTAGRAM_DM_DB_PORT=$(BENCH_DB_PORT)
+# `make faults` too, on yet another one: it restarts its cluster (bench/faults.py, pg-restart).
+FAULTS_DB_DIR := $(CURDIR)/.local/faults
+FAULTS_DB_PORT ?= 54398
+FAULTS_URL := postgresql://postgres:postgres@127.0.0.1:$(FAULTS_DB_PORT)/postgres
+FAULTS_DB := INSTAGRAM_DM_DB_DIR=$(FAULTS_DB_DIR) INSTAGRAM_DM_DB_PORT=$(FAULTS_DB_PORT)
 
-.PHONY: run test install lock db db-stop dbcheck lint typecheck pytest bench bench-stop clean
+.PHONY: run test install lock db db-stop dbcheck lint typecheck pytest bench bench-stop faults faults-stop clean
 
 run: install
 	@scripts/run.sh
@@ -101,5 +106,16 @@ bench: install
 bench-stop:
 	@$(BENCH_DB) scripts/db.sh stop
 
-clean: db-stop bench-stop
+# The fault harness (not part of `make bench` or `make test`): one table, exit 1 when a scenario could not
+# run, 2 when a goal was missed. FAULTS_ARGS passes options (`make faults FAULTS_ARGS=--quick`). The
+# cluster is stopped at the end whatever the harness said.
+faults: install
+	@$(FAULTS_DB) scripts/db.sh up
+	@$(FAULTS_DB) DATABASE_URL=$(FAULTS_URL) $(BIN)/python bench/faults.py $(FAULTS_ARGS); status=$$?; \
+	$(FAULTS_DB) scripts/db.sh stop; exit $$status
+
+faults-stop:
+	@$(FAULTS_DB) scripts/db.sh stop
+
+clean: db-stop bench-stop faults-stop
 	rm -rf .local $(VENV) node_modules
