@@ -41,8 +41,8 @@ quickly; the default is 300 s), --retry-base-seconds 0.5-1 (default 30), throttl
 Runs on a cluster of its own: `make faults` (port 54398, `.local/faults`). pg-restart restarts that
 cluster through scripts/db.sh, so it needs INSTAGRAM_DM_DB_DIR and INSTAGRAM_DM_DB_PORT set and DATABASE_URL
 on that port. Usage: python bench/faults.py [scenario ...] [--quick] [--rounds N] [--seed S]. The default run
-takes about two minutes on 2 cores, --quick (fewer rows, 6 s faults) about a minute and a half. The processes'
-logs stay in the folder printed under the table.
+takes about two minutes on 2 cores (longer when a row waits for work that never finishes); --quick has fewer
+rows and 6 s faults. The processes' logs stay in the folder printed under the table.
 
 Exit status: 0 when every row ran and met its goals; 2 when every row ran and some goal was missed (the
 table says which); 1 when a scenario could not run or finish its work (that row prints why, no figure).
@@ -139,6 +139,7 @@ class Context:
     rng: random.Random
     logs: Path
     pg: Pg
+    sent: set[bytes] = field(default_factory=set)  # every delivery body POSTed (deleted after the scenario)
 
     def log_file(self, name: str) -> Path:
         """A new file in the logs folder (a later round's gets a suffix)."""
@@ -333,6 +334,16 @@ async def reset_imo(pg: Pg) -> None:
 async def drop_imo(pg: Pg) -> None:
     with contextlib.suppress(Exception):
         await pg.execute("delete from public.imos where id = $1", IMO)
+
+
+async def forget_deliveries(ctx: Context) -> None:
+    """Delete the deliveries the scenario POSTed (their messages went with the IMO)."""
+    digests = [hashlib.sha256(body).digest() for body in ctx.sent]
+    with contextlib.suppress(Exception):
+        await ctx.pg.execute(
+            "delete from public.instagram_webhook_events where body_sha256 = any($1::bytea[])", digests
+        )
+        ctx.sent.clear()
 
 
 async def seed_connected(pg: Pg, control: httpx.AsyncClient, n: int, *, key: str = KEY) -> list[Seeded]:
@@ -549,6 +560,7 @@ async def kill9(ctx: Context) -> Row:
             total, repeated = await exchanges(control, seeded)
             states = await job_states(ctx.pg)
             notices = await refresh_failed_notices(ctx.pg)
+            expiries = await lease_expiry_note(ctx.pg)
     await drop_imo(ctx.pg)
     misses = []
     if outcome.refreshed != n:
@@ -568,7 +580,7 @@ async def kill9(ctx: Context) -> Row:
             f"{kills} kills in {killing:.0f} s, {killed_mid_job} jobs held by a killed worker",
             f"jobs: {states_note(states)}",
             f"refreshed once {outcome.refreshed}/{n}, twice {outcome.twice}; "
-            f"IMO notified 'refresh failed' {notices} times",
+            f"IMO notified 'refresh failed' {notices} times; {expiries}",
             f"Meta exchanges {total} for {n} integrations ({repeated} exchanged again after a kill mid-job)",
             *outcome.notes,
         ],
@@ -683,6 +695,27 @@ async def kill_after_claims(
     return kills, stopped_early, last_kill, proc
 
 
+async def lease_expiry_note(pg: Pg) -> str:
+    """How many refresh jobs lost their lease once, twice... (or that the queue does not count it)."""
+    if not await _has_lease_expiries(pg):
+        return "the queue does not count lease expiries"
+    rows = await pg.fetch(
+        """select lease_expiries as k, count(*) as n from public.instagram_refresh_jobs
+           where imo_id = $1 and lease_expiries > 0 group by 1 order by 1""",
+        IMO,
+    )
+    return "jobs by lease expiries: " + (", ".join(f"{r['k']}x {r['n']}" for r in rows) or "none")
+
+
+async def _has_lease_expiries(pg: Pg) -> bool:
+    return bool(
+        await pg.fetchval(
+            """select exists (select 1 from information_schema.columns where table_schema = 'public'
+                 and table_name = 'instagram_refresh_jobs' and column_name = 'lease_expiries')"""
+        )
+    )
+
+
 async def _job_counters(pg: Pg) -> tuple[int, int | str]:
     """The highest attempt and lease_expiries among the IMO's refresh jobs ('-' without that column)."""
     attempt = int(
@@ -690,10 +723,7 @@ async def _job_counters(pg: Pg) -> tuple[int, int | str]:
             "select coalesce(max(attempt), 0) from public.instagram_refresh_jobs where imo_id = $1", IMO
         )
     )
-    has_column = await pg.fetchval(
-        """select exists (select 1 from information_schema.columns where table_schema = 'public'
-             and table_name = 'instagram_refresh_jobs' and column_name = 'lease_expiries')"""
-    )
+    has_column = await _has_lease_expiries(pg)
     if not has_column:
         return attempt, "-"
     expiries = await pg.fetchval(
@@ -719,18 +749,28 @@ class Post:
     redelivered: int = 0
 
 
-async def send(http: httpx.AsyncClient, url: str, body: bytes) -> tuple[int | None, str | None, float]:
-    """POST the signed bytes as Meta does; (status or None, the client's error, seconds)."""
-    started = time.monotonic()
-    try:
-        answer = await http.post(url, content=body, headers=meta.signature_headers(body, SECRET))
-    except httpx.HTTPError as exc:
-        return None, type(exc).__name__, time.monotonic() - started
-    return answer.status_code, None, time.monotonic() - started
+class Webhook:
+    """The API's webhook, called as Meta calls it; every body sent is remembered in `sent` (the harness
+    deletes those deliveries after the scenario)."""
+
+    def __init__(self, http: httpx.AsyncClient, url: str, sent: set[bytes]) -> None:
+        self.http, self.url, self.sent = http, url, sent
+
+    async def post(self, body: bytes) -> tuple[int | None, str | None, float]:
+        """POST the signed bytes; (status or None, the client's error, seconds)."""
+        self.sent.add(body)
+        started = time.monotonic()
+        try:
+            answer = await self.http.post(
+                self.url, content=body, headers=meta.signature_headers(body, SECRET)
+            )
+        except httpx.HTTPError as exc:
+            return None, type(exc).__name__, time.monotonic() - started
+        return answer.status_code, None, time.monotonic() - started
 
 
-async def first_send(http: httpx.AsyncClient, url: str, post: Post) -> None:
-    post.status, post.error, post.elapsed = await send(http, url, post.body)
+async def first_send(hook: Webhook, post: Post) -> None:
+    post.status, post.error, post.elapsed = await hook.post(post.body)
     post.acked = post.status is not None and 200 <= post.status < 300
 
 
@@ -738,8 +778,8 @@ class Load:
     """Signed one-message deliveries POSTed to the webhook at `rate` a second (each in a request of its own,
     as Meta's do), every answer kept."""
 
-    def __init__(self, http: httpx.AsyncClient, url: str, factory: meta.EventFactory, rate: float) -> None:
-        self.http, self.url, self.factory, self.rate = http, url, factory, rate
+    def __init__(self, hook: Webhook, factory: meta.EventFactory, rate: float) -> None:
+        self.hook, self.factory, self.rate = hook, factory, rate
         self.posts: list[Post] = []
         self._stop = asyncio.Event()
 
@@ -757,7 +797,7 @@ class Load:
             while len(self.posts) < due:
                 post = self.next_post()
                 self.posts.append(post)
-                tasks.append(asyncio.create_task(first_send(self.http, self.url, post)))
+                tasks.append(asyncio.create_task(first_send(self.hook, post)))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), 0.01)
         await asyncio.gather(*tasks)
@@ -766,14 +806,14 @@ class Load:
         self._stop.set()
 
 
-async def redeliver(http: httpx.AsyncClient, url: str, posts: Sequence[Post], tries: int = 5) -> None:
+async def redeliver(hook: Webhook, posts: Sequence[Post], tries: int = 5) -> None:
     """What Meta does with a delivery it got no 2xx for: the same bytes again (here up to `tries` times, a
     second apart)."""
     pending = [p for p in posts if not p.acked]
     for _ in range(tries):
         if not pending:
             return
-        answers = await asyncio.gather(*(send(http, url, p.body) for p in pending))
+        answers = await asyncio.gather(*(hook.post(p.body) for p in pending))
         for post, (status, _error, _elapsed) in zip(pending, answers, strict=True):
             post.redelivered += 1
             post.acked = status is not None and 200 <= status < 300
@@ -806,10 +846,10 @@ async def webhook_account(pg: Pg, control: httpx.AsyncClient) -> str:
     return seeded.account_id
 
 
-async def warm_up(pg: Pg, http: httpx.AsyncClient, url: str, factory: meta.EventFactory) -> None:
+async def warm_up(pg: Pg, hook: Webhook, factory: meta.EventFactory) -> None:
     """One delivery all the way into instagram_messages before the fault: the pipeline works."""
     delivery = meta.deliver(factory.account_id, [factory.message(factory.person(99), "warm-up")])
-    status, error, _ = await send(http, url, delivery.body)
+    status, error, _ = await hook.post(delivery.body)
     if status != 200:
         raise Incomplete(f"the warm-up delivery was answered {status or error}")
 
@@ -850,12 +890,12 @@ async def webhook_fault(
             await reset_imo(ctx.pg)
             account = await webhook_account(ctx.pg, control)
             worker = procs.worker(env, *worker_flags(lease_seconds=10, poll_interval=0.5))
-            url = api_url + WEBHOOK
+            hook = Webhook(http, api_url + WEBHOOK, ctx.sent)
             factory = meta.EventFactory(
                 account, seed=f"{name}-{time.time_ns()}", start_ms=int(time.time() * 1000)
             )
-            await warm_up(ctx.pg, http, url, factory)
-            load = Load(http, url, factory, rate)
+            await warm_up(ctx.pg, hook, factory)
+            load = Load(hook, factory, rate)
             sending = asyncio.create_task(load.run())
             try:
                 await asyncio.sleep(before)
@@ -865,7 +905,7 @@ async def webhook_fault(
                 load.stop()
                 await sending
             posts = load.posts
-            await redeliver(http, url, posts)
+            await redeliver(hook, posts)
             acked = [p.mid for p in posts if p.acked and p.mid]
 
             async def all_stored() -> bool:
@@ -900,6 +940,13 @@ async def webhook_fault(
     return row
 
 
+def vanished(post: Post, counts: dict[str, int], by_digest: dict[bytes, str]) -> bool:
+    """An acknowledged delivery is lost when its row is gone, or processed without its message (one still
+    waiting to be processed is stuck, not lost)."""
+    state = by_digest.get(hashlib.sha256(post.body).digest())
+    return state is None or (state not in LIVE and bool(post.mid) and counts.get(post.mid or "", 0) == 0)
+
+
 def webhook_row(
     title: str,
     posts: Sequence[Post],
@@ -917,6 +964,7 @@ def webhook_row(
     states: dict[str, int] = {}
     for r in rows:
         states[r["state"]] = states.get(r["state"], 0) + 1
+    by_digest = {bytes(r["body_sha256"]): str(r["state"]) for r in rows}
     others = sorted({f"{p.status or p.error}" for p in improper})
     notes = [
         *notes,
@@ -941,7 +989,7 @@ def webhook_row(
         tried=len(posts),
         failed=len({id(p) for p in improper + slow}),
         server_errors=sum(1 for p in posts if p.status is not None and p.status >= 500),
-        lost=sum(1 for p in posts if p.acked and p.mid and counts.get(p.mid, 0) == 0),
+        lost=sum(1 for p in posts if p.acked and vanished(p, counts, by_digest)),
         stuck=sum(n for s, n in states.items() if s in LIVE),
         wrong_reauth=None,
         recovered_in=None,
@@ -1173,11 +1221,11 @@ async def poison(ctx: Context) -> Row:
             await reset_imo(ctx.pg)
             account = await webhook_account(ctx.pg, control)
             worker = procs.worker(env, *worker_flags(lease_seconds=10, poll_interval=0.5))
-            url = api_url + WEBHOOK
+            hook = Webhook(http, api_url + WEBHOOK, ctx.sent)
             factory = meta.EventFactory(
                 account, seed=f"poison-{time.time_ns()}", start_ms=int(time.time() * 1000)
             )
-            await warm_up(ctx.pg, http, url, factory)
+            await warm_up(ctx.pg, hook, factory)
             good = [
                 meta.deliver(account, [factory.message(factory.person(1 + i % 10), f"good {i}")])
                 for i in range(good_count)
@@ -1192,7 +1240,7 @@ async def poison(ctx: Context) -> Row:
             for _what, body, mid in order:
                 post = Post(body, mid, time.time())
                 posts.append(post)
-                tasks.append(asyncio.create_task(first_send(http, url, post)))
+                tasks.append(asyncio.create_task(first_send(hook, post)))
                 await asyncio.sleep(0.02)
             await asyncio.gather(*tasks)
             sent_end = time.monotonic()
@@ -1498,6 +1546,7 @@ async def run(names: Sequence[str], rounds: int, ctx: Context) -> list[Row]:
                     row = Row(name, 0, 0, None, 0, 0, None, None, error=f"{type(exc).__name__}: {exc}")
                 finally:
                     await drop_imo(ctx.pg)
+                    await forget_deliveries(ctx)
                 if rounds > 1:
                     row.scenario += f" #{turn + 1}"
                 log.info("%s: done in %.0f s", name, time.monotonic() - started)
@@ -1538,6 +1587,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 async def main(args: argparse.Namespace) -> tuple[list[Row], Path]:
+    running = asyncio.current_task()
+    if running is not None:  # SIGTERM unwinds like Ctrl-C: every scenario's clean-up runs
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, running.cancel)
     logs = Path(tempfile.mkdtemp(prefix="instagram-dm-faults-"))
     ctx = Context(quick=args.quick, rng=random.Random(args.seed), logs=logs, pg=Pg(DATABASE_URL))
     names = [n for n in SCENARIOS if n in set(args.which)] if args.which else list(SCENARIOS)
@@ -1549,6 +1601,9 @@ if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="faults: %(message)s", stream=sys.stderr)
     began = time.monotonic()
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request otherwise
-    result, folder = asyncio.run(main(arguments))
+    try:
+        result, folder = asyncio.run(main(arguments))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        sys.exit(f"[{CORES} cores] FAIL interrupted: no figures")
     print(render(result, folder, arguments.quick, began), flush=True)
     sys.exit(exit_status(result))
