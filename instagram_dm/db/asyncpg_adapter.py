@@ -38,6 +38,15 @@ from instagram_dm.db.port import (
 
 _check_ident = check_identifier
 _ARGUMENT_POSITION = re.compile(r"query argument \$(\d+)")
+# The connection is gone, as in an outage. InternalClientError: a connection whose backend was killed while a
+# timed-out query was being cancelled can fail its reset on release this way (asyncpg #784).
+_CONNECTION_LOST: tuple[type[BaseException], ...] = (
+    TimeoutError,
+    OSError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
+_CONNECTION_LOST_OR_REFUSED: tuple[type[BaseException], ...] = (asyncpg.PostgresError, *_CONNECTION_LOST)
 
 
 def _json_encode(value: Any) -> str:
@@ -217,15 +226,13 @@ class AsyncpgDatabase:
         return cls(pool, dsn, role, timeout)
 
     async def rpc(self, name: str, args: Mapping[str, Any] | None = None) -> Any:
-        # InternalClientError: a connection whose backend was killed while a timed-out query was being
-        # cancelled can fail its reset on release this way; the connection is gone, as in an outage.
         sql, names, values = _call_sql(name, args)
         try:
             async with self._pool.acquire(timeout=self._timeout) as conn:
                 return await self._fetch(conn, sql, names, values)
         except asyncpg.PostgresError as exc:
             raise _translate(exc, names) from None
-        except (TimeoutError, OSError, asyncpg.InterfaceError, asyncpg.InternalClientError) as exc:
+        except _CONNECTION_LOST as exc:
             raise errors.DatabaseUnavailableError(
                 f"The database connection failed ({type(exc).__name__})."
             ) from None
@@ -245,7 +252,7 @@ class AsyncpgDatabase:
                 return await self._fetch(conn, sql, names, values)
         except asyncpg.PostgresError as exc:
             raise _translate(exc, names) from None
-        except (TimeoutError, OSError, asyncpg.InterfaceError, asyncpg.InternalClientError) as exc:
+        except _CONNECTION_LOST as exc:
             raise errors.DatabaseUnavailableError(
                 f"The database connection failed ({type(exc).__name__})."
             ) from None
@@ -268,13 +275,7 @@ class AsyncpgDatabase:
         try:
             async with self._pool.acquire(timeout=self._timeout) as conn:
                 await conn.fetchval("select 1")
-        except (
-            TimeoutError,
-            OSError,
-            asyncpg.PostgresError,
-            asyncpg.InterfaceError,
-            asyncpg.InternalClientError,
-        ) as exc:
+        except _CONNECTION_LOST_OR_REFUSED as exc:
             raise errors.DatabaseUnavailableError(
                 f"The database did not answer ({type(exc).__name__})."
             ) from None
@@ -290,13 +291,7 @@ class AsyncpgDatabase:
         listener = _Listener(conn, channels)
         try:
             await listener.start()
-        except (
-            TimeoutError,
-            OSError,
-            asyncpg.PostgresError,
-            asyncpg.InterfaceError,
-            asyncpg.InternalClientError,
-        ) as exc:
+        except _CONNECTION_LOST_OR_REFUSED as exc:
             conn.terminate()
             raise errors.DatabaseUnavailableError(
                 f"Cannot open a LISTEN connection ({type(exc).__name__})."
