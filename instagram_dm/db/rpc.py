@@ -42,6 +42,9 @@ Python (SQL ``public.instagram_…``)    what it does                           
                                        checked; the same client id returns the first)
 ``retry_message``                      a failed outbound message queued again                 authenticated
 ``usage_summary``                      the IMO's month: sent, received, calls, limit, left    authenticated
+``upsert_template`` / ``delete_template``  an IMO admin keeps the IMO's message templates      authenticated
+``render_template``                    preview a template in a conversation (one-pass         authenticated
+                                       substitution; ``missing_variables`` names each)
 ``send_token``                         the Page token of an account a worker holds a send of  service_role
 ``send_reslot``                        a new pacing slot for a held send that woke too late   service_role
 ``settings_apply``                     publish the worker's sending settings to the database  service_role
@@ -100,6 +103,7 @@ __all__ = [
     "StoredIntegration",
     "UnsubscribeToken",
     "WebhookIngested",
+    "delete_template",
     "disconnect",
     "health",
     "integration_status",
@@ -113,6 +117,7 @@ __all__ = [
     "profile_token",
     "refresh_enqueue",
     "refresh_enqueue_one",
+    "render_template",
     "retry_message",
     "rotate_key_batch",
     "send_message",
@@ -121,6 +126,7 @@ __all__ = [
     "settings_apply",
     "store_integrations",
     "unsubscribe_token",
+    "upsert_template",
     "usage_add_calls",
     "usage_summary",
     "webhook_ingest",
@@ -828,6 +834,53 @@ async def usage_add_calls(db: Database, *, counts: Mapping[str, int]) -> int:
     return int(result or 0)
 
 
+async def upsert_template(
+    db: Database,
+    user: ActingUser,
+    *,
+    imo_id: str,
+    name: str,
+    body: str,
+    category: str = "other",
+    id: str | None = None,
+) -> Mapping[str, Any]:
+    """``instagram_upsert_template``, as `user` (an IMO admin): the template with its derived variables."""
+    result = await db.rpc_as_user(
+        user,
+        "instagram_upsert_template",
+        {"p_imo_id": imo_id, "p_name": name, "p_body": body, "p_category": category, "p_id": id},
+    )
+    return _object(result, "instagram_upsert_template")
+
+
+async def delete_template(db: Database, user: ActingUser, *, id: str) -> Mapping[str, Any]:
+    """``instagram_delete_template``, as `user` (an IMO admin)."""
+    return _object(
+        await db.rpc_as_user(user, "instagram_delete_template", {"p_id": id}), "instagram_delete_template"
+    )
+
+
+async def render_template(
+    db: Database,
+    user: ActingUser,
+    *,
+    template_id: str,
+    conversation_id: str,
+    variables: Mapping[str, str] | None = None,
+) -> Mapping[str, Any]:
+    """``instagram_render_template``, as `user`: ``{text, variables}``, or ``missing_variables`` naming each."""
+    result = await db.rpc_as_user(
+        user,
+        "instagram_render_template",
+        {
+            "p_template_id": template_id,
+            "p_conversation_id": conversation_id,
+            "p_variables": dict(variables or {}),
+        },
+    )
+    return _object(result, "instagram_render_template")
+
+
 #: Every function of this module, for the catalogue test against pg_proc.
 CATALOGUE: tuple[Callable[..., Awaitable[object]], ...] = (
     oauth_state_create,
@@ -855,4 +908,7 @@ CATALOGUE: tuple[Callable[..., Awaitable[object]], ...] = (
     send_reslot,
     settings_apply,
     usage_add_calls,
+    upsert_template,
+    delete_template,
+    render_template,
 )

@@ -27,6 +27,9 @@ APP_FACING_FUNCTIONS = {
     "instagram_send_message",
     "instagram_retry_message",
     "instagram_usage_summary",
+    "instagram_upsert_template",
+    "instagram_delete_template",
+    "instagram_render_template",
 }
 # Tables an authenticated user may read that have no imo_id: their own IMOs, and the plans catalogue.
 READABLE_WITHOUT_IMO_ID = {"public.imos", "public.subscription_plans"}

@@ -54,6 +54,7 @@ def _sample(parameter: inspect.Parameter) -> object:
             human_agent_enabled=False, send_rate_per_second=100, echo_wait_seconds=20
         ),
         "counts": {DEMO_IMO: 1},
+        "variables": {"first_name": "Ana"},
     }.get(parameter.name, "x")
 
 
