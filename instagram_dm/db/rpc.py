@@ -789,13 +789,18 @@ class SendSlot:
     """A pacing slot on the database's clock: when (``slot_at``), the clock as it was given (``clock_at``),
     both epoch seconds, and how late a send may still leave."""
 
-    slot_at: float
+    slot_at: float | None  # None: the account has no free slot soon (busy or paused)
     clock_at: float
     max_lateness_seconds: float
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> SendSlot:
-        return cls(float(data["slot_at"]), float(data["clock_at"]), float(data["max_lateness_seconds"]))
+        slot = data.get("slot_at")
+        return cls(
+            None if slot is None else float(slot),
+            float(data["clock_at"]),
+            float(data["max_lateness_seconds"]),
+        )
 
 
 async def send_reslot(db: Database, *, job_id: int, worker: str) -> SendSlot:

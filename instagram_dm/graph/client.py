@@ -308,12 +308,24 @@ class GraphClient:
         if tag is not None:
             body["tag"] = tag
         url = f"{self._graph}/{self._version}/{page_id}/messages"
-        answer, headers = await self._send(
-            "POST", url, self._signed({}, page_token), secrets=(page_token,), idempotent=False, json_body=body
-        )
+        try:
+            answer, headers = await self._send(
+                "POST",
+                url,
+                self._signed({}, page_token),
+                secrets=(page_token,),
+                idempotent=False,
+                json_body=body,
+            )
+        except MetaOtherError as exc:
+            if exc.meta_http_status is None or exc.meta_http_status < 400:
+                # A 2xx we cannot read: Meta may well have sent it (the outcome is unknown, not a refusal).
+                raise MetaTransientError(exc.message) from None
+            raise
         message_id = answer.get("message_id")
         if not isinstance(message_id, str) or not message_id:
-            raise MetaOtherError("Meta accepted the message but returned no message_id")
+            # Accepted, by the status: the message may be out; the echo will say.
+            raise MetaTransientError("Meta accepted the message but returned no message_id")
         percent, regain = usage_from_headers(headers)
         return SentMessage(message_id=message_id, usage_percent=percent, regain_seconds=regain)
 

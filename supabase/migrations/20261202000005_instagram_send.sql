@@ -173,6 +173,33 @@ create trigger instagram_messages_count_sends_on_update after update on public.i
   referencing old table as previous new table as updated
   for each statement execute function instagram_private.messages_count_sends_on_update();
 
+create or replace function instagram_private.messages_count_sends_on_delete()
+returns trigger
+language plpgsql
+security definer
+set search_path = ''
+as $$
+begin
+  update public.instagram_usage u set sends_pending = greatest(0, u.sends_pending - d.n)
+  from (
+    select o.imo_id, instagram_private.usage_month(o.created_at) as month, count(*)::integer as n
+    from removed o
+    where o.direction = 'outbound' and o.status::text in ('queued', 'sending', 'unknown')
+    group by 1, 2
+  ) d
+  where u.imo_id = d.imo_id and u.month = d.month;
+  return null;
+end
+$$;
+comment on function instagram_private.messages_count_sends_on_delete() is
+  'Per statement: deleted outbound messages that were still pending (a disconnect, a conversation deleted) no '
+  'longer count against the monthly limit.';
+revoke all on function instagram_private.messages_count_sends_on_delete() from public, anon, authenticated;
+grant execute on function instagram_private.messages_count_sends_on_delete() to service_role;
+create trigger instagram_messages_count_sends_on_delete after delete on public.instagram_messages
+  referencing old table as removed
+  for each statement execute function instagram_private.messages_count_sends_on_delete();
+
 create or replace function public.instagram_usage_add_calls_v1(p_counts jsonb)
 returns integer
 language plpgsql
@@ -489,8 +516,8 @@ begin
       return instagram_private.message_json(v_message);
     end if;
   end if;
-  -- One sender at a time per conversation: the limit check and the insert see each other.
-  perform 1 from public.instagram_conversations c where c.id = v_conv.id for update;
+  -- One sender at a time per IMO: the monthly limit check and the insert see each other.
+  perform pg_advisory_xact_lock(hashtext('instagram_send:' || v_conv.imo_id::text));
   v_refusal := instagram_private.send_refusal(v_conv, p_text, p_attachment);
   if v_refusal is not null then
     perform instagram_private.raise_refusal(v_refusal);
@@ -544,7 +571,8 @@ begin
   if v_message.direction <> 'outbound' or v_message.status::text <> 'failed' then
     perform instagram_private.raise_refusal('not_retryable');
   end if;
-  select * into v_conv from public.instagram_conversations c where c.id = v_message.conversation_id for update;
+  select * into v_conv from public.instagram_conversations c where c.id = v_message.conversation_id;
+  perform pg_advisory_xact_lock(hashtext('instagram_send:' || v_conv.imo_id::text));
   v_refusal := instagram_private.send_refusal(v_conv, v_message.text,
     case when v_message.message_type::text <> 'text' then jsonb_build_object(
       'type', v_message.attachments -> 0 ->> 'type', 'url', v_message.attachments -> 0 -> 'payload' ->> 'url') end);
@@ -587,16 +615,22 @@ begin
     and m.created_at > now() - interval '1 day'
   order by m.created_at, m.id
   limit 1
-  for update skip locked;
+  for update;  -- waits for a send being recorded, then re-checks: a message that just got its mid is skipped
   if v_id is null then
     return new;  -- an echo of a reply from another client (the phone app): stored as it is
   end if;
-  update public.instagram_messages set meta_message_id = new.meta_message_id, status = 'sent',
-    error_code = null, error_message = null
-  where id = v_id;
-  update public.instagram_send_jobs set state = 'completed', finalized_at = now(), last_error_code = null,
+  begin
+    update public.instagram_messages set meta_message_id = new.meta_message_id, status = 'sent',
+      error_code = null, error_message = null
+    where id = v_id;
+  exception when unique_violation then
+    return new;  -- the mid was stored meanwhile by its send's answer: the insert does nothing
+  end;
+  -- A job held by a worker is finished by that worker (its answer or its echo wait); never wait for it here.
+  update public.instagram_send_jobs j set state = 'completed', finalized_at = now(), last_error_code = null,
     last_error_message = null
-  where message_id = v_id and state in ('available', 'retryable');
+  where j.id in (select w.id from public.instagram_send_jobs w
+                 where w.message_id = v_id and w.state in ('available', 'retryable') for update skip locked);
   return null;  -- the echo is the message we already have
 end
 $$;
@@ -772,13 +806,14 @@ declare
   v_job public.instagram_send_jobs;
   v_slot timestamptz;
 begin
-  -- The pacing row first, the job row after: the order the complete call takes them in (no deadlock).
+  -- The job row, then the pacing row: the order the claim and the complete call take them in.
   select * into v_job from public.instagram_send_jobs
-  where id = p_job_id and state = 'running' and lease_owner = p_worker;
+  where id = p_job_id and state = 'running' and lease_owner = p_worker for update;
   if not found then
     raise exception 'job_not_held' using errcode = 'P0002', detail = 'This worker does not hold that send.';
   end if;
-  v_slot := instagram_private.send_take_slot(v_job.integration_id, interval '1 hour');
+  -- Null when the account has no slot within the claim's horizon: the worker hands the send back unsent.
+  v_slot := instagram_private.send_take_slot(v_job.integration_id, interval '2 seconds');
   update public.instagram_send_jobs set sending_since = v_slot where id = v_job.id;
   return jsonb_build_object('slot_at', extract(epoch from v_slot), 'clock_at', extract(epoch from clock_timestamp()),
     'max_lateness_seconds', instagram_private.send_max_lateness());
@@ -822,7 +857,9 @@ begin
     limit p_limit
     for update skip locked
   loop
-    select * into v_message from public.instagram_messages where id = v_job.message_id for update;
+    -- Never wait for the message row (an echo being matched holds it): leave the job due for a later claim.
+    select * into v_message from public.instagram_messages where id = v_job.message_id for update skip locked;
+    continue when not found;
     if v_job.state = 'running' then
       -- Its worker died holding it: the request may have left. Never sent blindly: wait for the echo.
       update public.instagram_send_jobs set lease_expiries = lease_expiries + 1 where id = v_job.id;
@@ -855,7 +892,9 @@ begin
     end if;
     v_slot := instagram_private.send_take_slot(v_job.integration_id, v_horizon);
     if v_slot is null then
-      continue;  -- the account's next slot is beyond the horizon: stays due; a later claim takes it
+      -- The account's next slot is beyond the horizon (busy or paused): behind the others, not in their way.
+      update public.instagram_send_jobs set run_at = now() + v_horizon where id = v_job.id;
+      continue;
     end if;
     update public.instagram_send_jobs set
       state = 'running',
@@ -950,6 +989,38 @@ comment on function instagram_private.integration_reauth(uuid, text, text) is
 revoke all on function instagram_private.integration_reauth(uuid, text, text) from public, anon, authenticated;
 grant execute on function instagram_private.integration_reauth(uuid, text, text) to service_role;
 
+create or replace function instagram_private.send_confirm(p_message_id uuid, p_mid text)
+returns void
+language plpgsql
+security definer
+set search_path = ''
+as $$
+begin
+  -- An echo that matched nothing (its text differed) was stored apart: this message is it.
+  delete from public.instagram_messages m
+  where m.meta_message_id = p_mid and m.id <> p_message_id and m.sent_by_user_id is null and m.direction = 'outbound';
+  begin
+    update public.instagram_messages set meta_message_id = coalesce(meta_message_id, p_mid),
+      status = case when status::text in ('queued', 'sending', 'unknown', 'failed') then 'sent' else status end,
+      error_code = null, error_message = null
+    where id = p_message_id;
+  exception when unique_violation then
+    -- An echo gave this mid to a twin message of the same text: both went out; this one is sent too.
+    update public.instagram_messages set status = 'sent', error_code = null, error_message = null
+    where id = p_message_id and status::text in ('queued', 'sending', 'unknown', 'failed');
+  end;
+  update public.instagram_send_jobs j set state = 'completed', finalized_at = now(), last_error_code = null,
+    last_error_message = null
+  where j.id in (select w.id from public.instagram_send_jobs w
+                 where w.message_id = p_message_id and w.state in ('available', 'retryable') for update skip locked);
+end
+$$;
+comment on function instagram_private.send_confirm(uuid, text) is
+  'Meta accepted the message with this mid: it is sent (a separately stored echo of it removed) and any job '
+  'still waiting to send it completes.';
+revoke all on function instagram_private.send_confirm(uuid, text) from public, anon, authenticated;
+grant execute on function instagram_private.send_confirm(uuid, text) to service_role;
+
 create or replace function public.instagram_send_complete_v1(p_worker text, p_results jsonb)
 returns jsonb
 language plpgsql
@@ -975,21 +1046,19 @@ begin
   loop
     select * into v_job from public.instagram_send_jobs
     where id = r.job_id and state = 'running' and lease_owner = p_worker for update;
-    continue when not found;
+    if not found then
+      -- Stale (the lease passed meanwhile), but Meta's answer is definite: the message has that mid.
+      if r.outcome = 'sent' and r.meta_message_id is not null then
+        perform instagram_private.send_confirm(
+          (select j.message_id from public.instagram_send_jobs j where j.id = r.job_id), r.meta_message_id);
+      end if;
+      continue;
+    end if;
     v_completed := v_completed + 1;
     select * into v_message from public.instagram_messages where id = v_job.message_id for update;
     if r.outcome = 'sent' and r.meta_message_id is not null then
-      if v_message.meta_message_id is null then
-        -- An echo that matched nothing (its text differed) was stored apart: this message is it.
-        delete from public.instagram_messages m
-        where m.meta_message_id = r.meta_message_id and m.id <> v_message.id and m.sent_by_user_id is null
-          and m.direction = 'outbound';
-        -- (Unless an echo matched the mid to a twin message of the same text: both went out, counts stay right.)
-        update public.instagram_messages set meta_message_id = r.meta_message_id
-        where id = v_message.id
-          and not exists (select 1 from public.instagram_messages m where m.meta_message_id = r.meta_message_id);
-      end if;
-      perform instagram_private.send_settle(v_job, 'completed', 'sent', null, null, null);
+      perform instagram_private.send_confirm(v_message.id, r.meta_message_id);
+      perform instagram_private.send_settle(v_job, 'completed', null, null, null, null);
     elsif v_message.status::text in ('sent', 'delivered', 'read') then
       perform instagram_private.send_settle(v_job, 'completed', null, null, null, null);  -- its echo confirmed it
 

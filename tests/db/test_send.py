@@ -436,3 +436,36 @@ async def test_a_send_that_woke_too_late_gets_the_next_free_slot(
     assert fresh.slot_at > max(j["slot_at"] for j in jobs)
     with pytest.raises(errors.NotFoundError):
         await rpc.send_reslot(db, job_id=jobs[0]["id"], worker="not-the-holder")
+
+
+async def test_a_definite_answer_counts_even_after_the_lease_passed(
+    pg: asyncpg.Connection, db: AsyncpgDatabase
+) -> None:
+    """Meta's message_id from a worker whose lease expired meanwhile is still stored: the message is sent."""
+    message = await send(db, await conversation(pg))
+    [job] = await claim(db, worker="slow")
+    await pg.execute("update public.instagram_send_jobs set lease_expires_at = now() - interval '1 second'")
+    assert await claim(db, worker="other") == []  # parks it: unknown, waiting for an echo
+    assert await complete(
+        db, {"job_id": job["id"], "outcome": "sent", "meta_message_id": "mid.late"}, worker="slow"
+    ) == {
+        "completed": 0,
+        "stale": 1,
+    }
+    row = await pg.fetchrow(
+        "select status::text, meta_message_id from public.instagram_messages where id = $1", message["id"]
+    )
+    assert (row["status"], row["meta_message_id"]) == ("sent", "mid.late")
+    assert await pg.fetchval("select state from public.instagram_send_jobs") == "completed"
+
+
+async def test_deleted_pending_messages_leave_the_monthly_count(
+    pg: asyncpg.Connection, db: AsyncpgDatabase
+) -> None:
+    """Deleting a conversation with queued replies gives their pending count back."""
+    conv = await conversation(pg)
+    await send(db, conv)
+    await send(db, conv)
+    assert (await usage(pg))["sends_pending"] == 2
+    await pg.execute("delete from public.instagram_conversations where id = $1", conv)
+    assert (await usage(pg))["sends_pending"] == 0

@@ -578,3 +578,13 @@ async def test_send_message_is_never_retried_after_a_5xx() -> None:
     with pytest.raises(MetaTransientError):
         await client.send_message("111", PAGE_TOKEN, recipient_id="4242", text="hi")
     assert len(seen) == 1
+
+
+async def test_a_send_accepted_without_a_message_id_is_of_unknown_outcome() -> None:
+    """A 200 without message_id (or unreadable) is transient, not a refusal: Meta may have sent it."""
+    client, _ = make(lambda _r: httpx.Response(200, json={"recipient_id": "4242"}))
+    with pytest.raises(MetaTransientError):
+        await client.send_message("111", PAGE_TOKEN, recipient_id="4242", text="hi")
+    client, _ = make(lambda _r: httpx.Response(200, content=b"<html>ok</html>"))
+    with pytest.raises(MetaTransientError):
+        await client.send_message("111", PAGE_TOKEN, recipient_id="4242", text="hi")

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
+from instagram_dm import errors
 from instagram_dm.backoff import Backoff
 from instagram_dm.db import rpc
 from instagram_dm.db.port import Database
@@ -185,24 +186,47 @@ class SendKind:
         return SendJob.from_row(row)
 
     async def run(self, job: SendJob, *, worker_id: str) -> Mapping[str, Any]:
-        slot = job.slot_monotonic  # this account's slot, shared by every worker
-        await self._page_token(job, worker_id)  # before the slot: the request leaves on time
-        while True:
-            if (wait := slot - time.monotonic()) > 0:
-                await asyncio.sleep(wait)
-            if time.monotonic() - slot <= job.max_lateness_seconds:
-                break
-            # Woke too late (a busy worker): sending now could crowd one second at Meta. Take a new slot.
-            self.missed_slots += 1
-            log.debug("send.missed_slot", extra=job.log_extra())
-            fresh = await rpc.send_reslot(self._db, job_id=int(job.id), worker=worker_id)
-            slot = time.monotonic() + fresh.slot_at - fresh.clock_at
-        result = await self._send(job, worker_id)
+        result: Mapping[str, Any]
+        try:
+            await self._page_token(job, worker_id)  # before the slot: the request leaves on time
+            ready = await self._wait_for_slot(job, worker_id)
+        except (errors.TokenCorruptError, errors.EncryptionKeyMismatchError) as exc:
+            result = {"outcome": "failed", "error_code": exc.code, "error_message": exc.message}
+        except errors.InstagramDMError as exc:  # the database, before anything was sent: try again later
+            result = self._not_sent(job, exc.code, exc.message)
+        else:
+            result = (
+                await self._send(job, worker_id) if ready else self._not_sent(job, "no_slot", "No free slot.")
+            )
         log.info(
             "send.finished",
             extra={**job.log_extra(), "outcome": result["outcome"], "error_code": result.get("error_code")},
         )
         return result
+
+    async def _wait_for_slot(self, job: SendJob, worker_id: str) -> bool:
+        """Sleep until the slot; one woken more than max_lateness_seconds late (a busy worker: sending now could
+        crowd one second at Meta) is exchanged for the next free one. False when there is none soon."""
+        slot = job.slot_monotonic
+        while True:
+            if (wait := slot - time.monotonic()) > 0:
+                await asyncio.sleep(wait)
+            if time.monotonic() - slot <= job.max_lateness_seconds:
+                return True
+            self.missed_slots += 1
+            log.debug("send.missed_slot", extra=job.log_extra())
+            fresh = await rpc.send_reslot(self._db, job_id=int(job.id), worker=worker_id)
+            if fresh.slot_at is None:
+                return False
+            slot = time.monotonic() + fresh.slot_at - fresh.clock_at
+
+    def _not_sent(self, job: SendJob, code: str, message: str) -> dict[str, Any]:
+        """Nothing reached Meta: back to queued, again after the backoff."""
+        run_at = self._backoff.next_run_at(
+            attempt=job.attempt, max_attempts=job.max_attempts, now=self._clock()
+        )
+        return {"outcome": "retry", "run_at": (run_at or self._clock()).isoformat(), "error_code": code,
+                "error_message": message}  # fmt: skip
 
     async def _page_token(self, job: SendJob, worker_id: str) -> str | None:
         cached = self._tokens.get(job.integration_id)
