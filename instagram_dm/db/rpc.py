@@ -75,6 +75,7 @@ Conventions:
 from __future__ import annotations
 
 import base64
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -801,6 +802,10 @@ class SendSlot:
             float(data["clock_at"]),
             float(data["max_lateness_seconds"]),
         )
+
+    def monotonic(self) -> float | None:
+        """The slot on this process's monotonic clock (as far after now as it was after ``clock_at``)."""
+        return None if self.slot_at is None else time.monotonic() + self.slot_at - self.clock_at
 
 
 async def send_reslot(db: Database, *, job_id: int, worker: str) -> SendSlot:

@@ -594,6 +594,23 @@ grant execute on function public.instagram_retry_message(uuid) to authenticated,
 
 /** --- Section: the echo of our own send confirms it --- */
 
+create or replace function instagram_private.send_complete_waiting(p_message_id uuid)
+returns void
+language sql
+security definer
+set search_path = ''
+as $$
+  -- A job held by a worker is finished by that worker (its answer or its echo wait); never wait for it here.
+  update public.instagram_send_jobs j set state = 'completed', finalized_at = now(), last_error_code = null,
+    last_error_message = null
+  where j.id in (select w.id from public.instagram_send_jobs w
+                 where w.message_id = p_message_id and w.state in ('available', 'retryable') for update skip locked)
+$$;
+comment on function instagram_private.send_complete_waiting(uuid) is
+  'Completes the jobs still waiting to send a message Meta is known to have (not the ones a worker holds).';
+revoke all on function instagram_private.send_complete_waiting(uuid) from public, anon, authenticated;
+grant execute on function instagram_private.send_complete_waiting(uuid) to service_role;
+
 create or replace function instagram_private.messages_match_echo()
 returns trigger
 language plpgsql
@@ -626,11 +643,7 @@ begin
   exception when unique_violation then
     return new;  -- the mid was stored meanwhile by its send's answer: the insert does nothing
   end;
-  -- A job held by a worker is finished by that worker (its answer or its echo wait); never wait for it here.
-  update public.instagram_send_jobs j set state = 'completed', finalized_at = now(), last_error_code = null,
-    last_error_message = null
-  where j.id in (select w.id from public.instagram_send_jobs w
-                 where w.message_id = v_id and w.state in ('available', 'retryable') for update skip locked);
+  perform instagram_private.send_complete_waiting(v_id);
   return null;  -- the echo is the message we already have
 end
 $$;
@@ -724,24 +737,21 @@ security definer
 set search_path = ''
 as $$
 declare
-  v_job public.instagram_send_jobs;
-  v_count integer := 0;
+  v_count integer;
 begin
-  for v_job in
-    select * from public.instagram_send_jobs j
-    where j.state = 'running' and j.lease_expires_at < now() and j.lease_expiries + 1 >= j.max_lease_expiries
-    for update skip locked
-  loop
-    update public.instagram_send_jobs set lease_expiries = lease_expiries + 1 where id = v_job.id;
-    perform instagram_private.send_settle(v_job, 'discarded', 'failed', null, 'send_interrupted',
-      'The worker stopped while sending this message, every time; Meta may have it. Check before retrying.');
-    v_count := v_count + 1;
-  end loop;
+  -- The common burial (discarded, lease_expired); the message it was sending fails with what the app shows.
+  update public.instagram_messages m set status = 'failed', error_code = 'send_interrupted',
+    error_message = 'The worker stopped while sending this message, every time; Meta may have it. Check before retrying.'
+  from public.instagram_send_jobs j
+  where j.id in (select instagram_private.queue_bury_dead('public.instagram_send_jobs'))
+    and m.id = j.message_id and m.status::text in ('queued', 'sending', 'unknown');
+  get diagnostics v_count = row_count;
   return v_count;
 end
 $$;
 comment on function instagram_private.send_bury_dead() is
-  'Fails the sends whose lease expired max_lease_expiries times (send_interrupted); returns how many.';
+  'Buries the sends whose lease expired max_lease_expiries times (queue_bury_dead) and fails their messages '
+  '(send_interrupted); returns how many.';
 revoke all on function instagram_private.send_bury_dead() from public, anon, authenticated;
 grant execute on function instagram_private.send_bury_dead() to service_role;
 
@@ -1009,10 +1019,7 @@ begin
     update public.instagram_messages set status = 'sent', error_code = null, error_message = null
     where id = p_message_id and status::text in ('queued', 'sending', 'unknown', 'failed');
   end;
-  update public.instagram_send_jobs j set state = 'completed', finalized_at = now(), last_error_code = null,
-    last_error_message = null
-  where j.id in (select w.id from public.instagram_send_jobs w
-                 where w.message_id = p_message_id and w.state in ('available', 'retryable') for update skip locked);
+  perform instagram_private.send_complete_waiting(p_message_id);
 end
 $$;
 comment on function instagram_private.send_confirm(uuid, text) is

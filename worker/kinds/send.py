@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from instagram_dm import errors
 from instagram_dm.backoff import Backoff
@@ -39,8 +39,6 @@ from instagram_dm.db.port import Database
 from instagram_dm.graph import (
     GraphClient,
     GraphError,
-    MetaInvalidRequestError,
-    MetaPermissionError,
     MetaRateLimitedError,
     MetaTokenInvalidError,
     MetaTransientError,
@@ -105,8 +103,7 @@ class SendJob(Job):
             attachment=attachment if isinstance(attachment, Mapping) else None,
             messaging_type=str(row["messaging_type"]),
             tag=row.get("tag"),
-            # The slot on the database's clock, as far after the claim's end as it was then.
-            slot_monotonic=time.monotonic() + float(row["slot_at"]) - float(row["clock_at"]),
+            slot_monotonic=cast(float, rpc.SendSlot.from_json(row).monotonic()),  # a claim always gives one
             max_lateness_seconds=float(row["max_lateness_seconds"]),
             token_version=str(row["token_version"]),
         )
@@ -140,9 +137,7 @@ def outcome_for(
         return {"outcome": "retry", "run_at": run_at.isoformat(), **base}
     if isinstance(exc, MetaTransientError):
         return {"outcome": "unknown", **base}
-    if isinstance(exc, MetaPermissionError | MetaInvalidRequestError):
-        return {"outcome": "failed", **base}
-    return {"outcome": "failed", **base}
+    return {"outcome": "failed", **base}  # Meta refused this message (permission, parameter, anything else)
 
 
 class SendKind:
@@ -215,10 +210,10 @@ class SendKind:
                 return True
             self.missed_slots += 1
             log.debug("send.missed_slot", extra=job.log_extra())
-            fresh = await rpc.send_reslot(self._db, job_id=int(job.id), worker=worker_id)
-            if fresh.slot_at is None:
+            fresh = (await rpc.send_reslot(self._db, job_id=int(job.id), worker=worker_id)).monotonic()
+            if fresh is None:
                 return False
-            slot = time.monotonic() + fresh.slot_at - fresh.clock_at
+            slot = fresh
 
     def _not_sent(self, job: SendJob, code: str, message: str) -> dict[str, Any]:
         """Nothing reached Meta: back to queued, again after the backoff."""
