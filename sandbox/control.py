@@ -95,6 +95,8 @@ async def state_view(request: Request) -> Response:
         "total_calls": sandbox.total_calls,
         "exchanges": dict(state.exchanges),
         "code_exchanges": dict(state.code_exchanges),
+        "ig_refreshes": dict(state.refreshes),
+        "ig_subscriptions": dict(state.ig_subscriptions),
         "tokens_issued": dict(state.issued),
         "token_count": len(state.tokens),
         "user_count": len(state.users),

@@ -85,7 +85,7 @@ def endpoint_key(method: str, path: str) -> str:
     Login hosts' calls carry their host (``GET ig-graph /refresh_access_token``)."""
     for prefix, host in _IG_HOSTS.items():
         if path.startswith(prefix + "/"):
-            return method + " " + host + endpoint_key("", path[len(prefix) :]).removeprefix(" ")
+            return f"{method} {host} " + endpoint_key("", path[len(prefix) :]).lstrip()
     parts = [p for p in path.split("/") if p]
     if parts and VERSION_RE.match(parts[0]):
         parts = parts[1:]
