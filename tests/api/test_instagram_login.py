@@ -13,6 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 import asyncpg
 from starlette.testclient import TestClient
 
+from instagram_dm.settings import Settings
 from sandbox import fixtures as fb
 from tests.fixtures.api import Browser, user_token
 from tests.fixtures.database import DEMO_ADMIN, DEMO_IMO
@@ -256,3 +257,18 @@ def test_init_still_needs_an_admin(ig_browser: Browser) -> None:
     )
     assert response.status_code == 403
     assert uuid.UUID(DEMO_ADMIN)  # the admin fixture user is the one the other tests connect as
+
+
+def test_the_dev_page_offers_instagram_login_only_when_configured(
+    ig_settings: Settings, api_settings: Settings
+) -> None:
+    """/dev shows a second button for Instagram Login when INSTAGRAM_LOGIN_* is set, and only then."""
+    from dataclasses import replace
+
+    from api.app import create_app
+
+    for settings, offered in ((ig_settings, True), (api_settings, False)):
+        with TestClient(create_app(replace(settings, environment="development")), base_url="http://t") as dev:
+            page = dev.get("/dev").text
+        assert "Connect Instagram" in page
+        assert ('data-provider="instagram_login"' in page) is offered
