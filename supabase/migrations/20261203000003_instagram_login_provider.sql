@@ -96,7 +96,7 @@ begin
           coalesce(p_provider, 'facebook_login'))
   returning * into v_row;
 
-  return jsonb_build_object('id', v_row.id, 'expires_at', v_row.expires_at, 'provider', v_row.provider);
+  return jsonb_build_object('id', v_row.id, 'expires_at', v_row.expires_at);
 end
 $$;
 comment on function public.instagram_oauth_state_create(text, uuid, uuid, text, integer, text, text, text, public.instagram_provider) is
