@@ -28,7 +28,7 @@ from instagram_dm import errors, logs
 from instagram_dm.auth import JWTVerifier
 from instagram_dm.bootstrap import open_database
 from instagram_dm.db.port import Database
-from instagram_dm.graph import GraphClient, RetryPolicy
+from instagram_dm.graph import GraphClient, InstagramLoginClient, RetryPolicy
 from instagram_dm.service import InstagramService
 from instagram_dm.settings import Settings
 from instagram_dm.webhooks import DeliveryStore
@@ -58,6 +58,7 @@ def create_app(
     """
     # An injected database needs no DATABASE_URL / SUPABASE_URL of its own.
     settings.require(*(g for g in SETTINGS_GROUPS if database is None or g != "database"))
+    settings.require("instagram_login")  # optional, but half of it set is a mistake
     logs.install_redaction()
 
     @contextlib.asynccontextmanager
@@ -75,7 +76,8 @@ def create_app(
                 )
                 stack.push_async_callback(db.close)
             graph = GraphClient.from_settings(settings, http, retry=graph_retry)
-            service = InstagramService(db=db, graph=graph, settings=settings)
+            instagram_login = InstagramLoginClient.from_settings(settings, http, retry=graph_retry)
+            service = InstagramService(db=db, graph=graph, settings=settings, instagram_login=instagram_login)
             verifier = JWTVerifier.from_settings(settings, http)
             deliveries = DeliveryStore(db, timeout=settings.db_timeout_seconds)
             stack.push_async_callback(deliveries.close)

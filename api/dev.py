@@ -45,22 +45,30 @@ async def _dev_user(request: Request) -> ActingUser:
 
 
 async def connect_page(request: Request) -> Response:
+    # The second way in, when INSTAGRAM_LOGIN_* is configured: an Instagram account without a Facebook Page.
+    second = (
+        ' <button id="connect-ig" data-provider="instagram_login">Connect with Instagram Login (no Page)</button>'
+        if "instagram_login" in resources(request).service.providers
+        else ""
+    )
     body = f"""
 <p>Signed in (development) as <code>admin@demo-agency.test</code>, admin of <strong>Demo Agency</strong>
 (Team plan). The button calls <code>POST /functions/v1/instagram-oauth-init</code> with a user JWT and follows
 the returned Meta dialog URL — here the local sandbox's consent page.</p>
-<button id="connect">Connect Instagram</button> <a href="/dev/status">integration status</a> ·
+<button id="connect" data-provider="facebook_login">Connect Instagram</button>{second}
+<a href="/dev/status">integration status</a> ·
 <a href="/dev/inbox">inbox (receive a DM)</a>
 <p id="out" class="note" hidden></p>
 <script>
-document.getElementById('connect').onclick = async () => {{
+const connect = async (provider) => {{
   const r = await fetch('/functions/v1/instagram-oauth-init', {{method: 'POST', credentials: 'include',
     headers: {{'Authorization': 'Bearer {_dev_token(request)}', 'Content-Type': 'application/json'}},
-    body: JSON.stringify({{imo_id: '{DEMO_IMO}'}})}});
+    body: JSON.stringify({{imo_id: '{DEMO_IMO}', provider}})}});
   const data = await r.json();
   if (r.ok) {{ window.location = data.url; }}
   else {{ const o = document.getElementById('out'); o.hidden = false; o.textContent = data.error.message; }}
 }};
+document.querySelectorAll('button[data-provider]').forEach(b => {{ b.onclick = () => connect(b.dataset.provider); }});
 </script>"""
     return HTMLResponse(_PAGE.format(title="Instagram DM — development", body=body))
 
@@ -70,6 +78,7 @@ async def status_page(request: Request) -> Response:
     outcome = html.escape(str(request.url.query)) or "—"
     fields = [
         "instagram_username",
+        "provider",
         "facebook_page_name",
         "status",
         "webhook_subscribed",

@@ -38,9 +38,12 @@ async def oauth_init(request: Request) -> Response:
     if "imo_id" not in body:
         raise errors.BadRequestError("imo_id is required.", code="invalid_imo_id")
     start = await res.service.start_connection(
-        user_id=user.user_id, imo_id=body["imo_id"], return_to=body.get("return_to")
+        user_id=user.user_id,
+        imo_id=body["imo_id"],
+        return_to=body.get("return_to"),
+        provider=body.get("provider"),  # facebook_login when absent; instagram_login when configured
     )
-    response = JSONResponse({"url": start.url, "expires_at": start.expires_at})
+    response = JSONResponse({"url": start.url, "expires_at": start.expires_at, "provider": start.provider})
     if start.binding_cookie is not None:
         name, value = start.binding_cookie
         response.set_cookie(name, value, **_binding_cookie_options(request))

@@ -16,6 +16,7 @@ from api.body import receive_capped, refuse_declared
 from api.errors import error_response
 from api.resources import Resources, resources
 from instagram_dm import errors
+from instagram_dm.graph.models import FACEBOOK_LOGIN, INSTAGRAM_LOGIN
 from instagram_dm.webhooks import MAX_DELIVERY_BYTES, SIGNATURE_HEADER, handshake_challenge, signature_valid
 
 log = logging.getLogger(__name__)
@@ -84,10 +85,19 @@ async def _store_delivery(scope: Scope, receive: Receive) -> Response | None:
             declared = value
     refuse_declared(declared, MAX_DELIVERY_BYTES)
     body = await receive_capped(receive, MAX_DELIVERY_BYTES)
-    if not signature_valid(body, signature, res.settings.instagram_app_secret.reveal()):
+    # Each app signs its own deliveries: the Meta app's secret (Facebook Login) or, when configured, the
+    # Instagram app's (Instagram Login). The one that matches says which integrations the delivery is for.
+    settings = res.settings
+    if signature_valid(body, signature, settings.instagram_app_secret.reveal()):
+        provider = FACEBOOK_LOGIN
+    elif settings.instagram_login_enabled and signature_valid(
+        body, signature, settings.instagram_login_app_secret.reveal()
+    ):
+        provider = INSTAGRAM_LOGIN
+    else:
         log.warning("webhook.signature_rejected", extra={"bytes": len(body)})
         return error_response(
             401, "invalid_signature", "The X-Hub-Signature-256 header does not match the body."
         )
-    await res.deliveries.store(body)
+    await res.deliveries.store(body, provider)
     return None

@@ -19,7 +19,7 @@ from instagram_dm.backoff import Backoff
 from instagram_dm.bootstrap import open_database
 from instagram_dm.db import rpc
 from instagram_dm.db.port import Database
-from instagram_dm.graph import GraphClient
+from instagram_dm.graph import GraphClient, InstagramLoginClient
 from instagram_dm.settings import Settings
 from instagram_dm.usage import CallMeter
 from worker import signals
@@ -119,13 +119,17 @@ async def _run_worker(settings: Settings, options: WorkerOptions, backoff: Backo
         async with httpx.AsyncClient(timeout=httpx.Timeout(15.0, connect=5.0), limits=limits) as http:
             meter = CallMeter()
             graph = GraphClient.from_settings(settings, http, meter=meter)
-            refresher = FacebookLoginRefresher(db, graph, key=key, previous_key=previous, window=window)
+            # Each job picks the client by its integration's provider; Instagram Login only when configured.
+            ig = InstagramLoginClient.from_settings(settings, http, meter=meter)
+            refresher = FacebookLoginRefresher(
+                db, graph, key=key, previous_key=previous, window=window, instagram_login=ig
+            )
             kinds: list[JobKind[Any]] = [
                 RefreshKind(refresher, key=key, previous_key=previous, rules=refresh_rules(backoff)),
                 UnsubscribeKind(db, graph, key=key, previous_key=previous),
                 WebhookKind(),
-                ProfileKind(db, graph, key=key, previous_key=previous),
-                SendKind(db, graph, key=key, previous_key=previous),
+                ProfileKind(db, graph, key=key, previous_key=previous, instagram_login=ig),
+                SendKind(db, graph, key=key, previous_key=previous, instagram_login=ig),
             ]
             # The app's sending RPCs run in the database (PostgREST has no environment): they read these.
             await rpc.settings_apply(db, settings=sending_settings(settings))

@@ -22,19 +22,25 @@ from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 from instagram_dm import errors, pkce
 from instagram_dm.db import rpc
 from instagram_dm.db.port import ActingUser, Database
-from instagram_dm.graph import GraphClient, InstagramAccount, Page
+from instagram_dm.graph import (
+    FACEBOOK_LOGIN,
+    FACEBOOK_LOGIN_SCOPES,
+    INSTAGRAM_LOGIN,
+    INSTAGRAM_LOGIN_SCOPES,
+    GraphClient,
+    InstagramAccount,
+    InstagramLoginClient,
+    Page,
+    Providers,
+    parse_provider,
+)
 from instagram_dm.graph import errors as graph_errors
 from instagram_dm.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# The brief's scopes, plus pages_show_list, without which /me/accounts returns nothing.
-REQUIRED_SCOPES: tuple[str, ...] = (
-    "instagram_basic",
-    "instagram_manage_messages",
-    "pages_manage_metadata",
-    "pages_show_list",
-)
+# Facebook Login's scopes: the brief's, plus pages_show_list, without which /me/accounts returns nothing.
+REQUIRED_SCOPES: tuple[str, ...] = FACEBOOK_LOGIN_SCOPES
 STATE_TTL_SECONDS = 600
 STATE_NONCE_BYTES = 32
 _NONCE_RE = re.compile(r"^[A-Za-z0-9_-]{43}$")  # token_urlsafe(32)
@@ -105,6 +111,7 @@ class ConnectStart:
     url: str
     expires_at: str
     binding_cookie: tuple[str, str] | None = field(default=None, repr=False)
+    provider: str = FACEBOOK_LOGIN
 
 
 @dataclass(frozen=True)
@@ -149,27 +156,45 @@ class _LinkedAccount:
 class InstagramService:
     """OAuth connect, status and disconnect for an IMO's Instagram accounts."""
 
-    def __init__(self, *, db: Database, graph: GraphClient, settings: Settings) -> None:
+    def __init__(
+        self,
+        *,
+        db: Database,
+        graph: GraphClient,
+        settings: Settings,
+        instagram_login: InstagramLoginClient | None = None,
+    ) -> None:
         settings.require("crypto", "oauth")
         self._db = db
         self._graph = graph
+        # Facebook Login always; Instagram Login only when its client (its settings) is given.
+        self._providers = Providers(graph, instagram_login)
         self._settings = settings
         self._key = settings.token_encryption_key.reveal()
 
     # ---- start ------------------------------------------------------------------------------------
 
+    @property
+    def providers(self) -> tuple[str, ...]:
+        """The providers a connect may choose here."""
+        return self._providers.offered
+
     async def start_connection(
-        self, *, user_id: str, imo_id: object, return_to: object = None
+        self, *, user_id: str, imo_id: object, return_to: object = None, provider: object = None
     ) -> ConnectStart:
-        """Check the user may connect for the IMO, store a single-use state, return the Meta dialog URL."""
+        """Check the user may connect for the IMO, store a single-use state (with the chosen provider),
+        return that provider's dialog URL. 400 ``invalid_provider`` / ``provider_not_configured``."""
         imo = _parse_uuid(imo_id, "imo_id")
+        name = parse_provider(provider)
+        client = self._providers.get(name)
         if return_to is not None and not isinstance(return_to, str):
             raise errors.BadRequestError("return_to must be a string.", code="invalid_return_to")
         target = resolve_return_to(return_to, self._settings.return_url)
         nonce = secrets.token_urlsafe(STATE_NONCE_BYTES)
         binding = secrets.token_urlsafe(STATE_NONCE_BYTES) if self._settings.oauth_bind_browser else None
         # PKCE: the verifier stays here (encrypted with the state); only its challenge goes to the browser.
-        verifier = pkce.new_verifier() if self._settings.oauth_pkce else None
+        # (Facebook Login only: Meta documents no PKCE for the Instagram dialog.)
+        verifier = pkce.new_verifier() if self._settings.oauth_pkce and client.uses_pkce else None
         created = await rpc.oauth_state_create(
             self._db,
             state_hash=hash_state(nonce),
@@ -180,16 +205,22 @@ class InstagramService:
             browser_binding_hash=None if binding is None else hash_state(binding),
             code_verifier=verifier,
             key=None if verifier is None else self._key,
+            provider=name,
         )
-        url = self._graph.dialog_url(
+        url = client.dialog_url(
             redirect_uri=self._settings.oauth_redirect_uri,
             state=nonce,
-            scopes=REQUIRED_SCOPES,
+            scopes=client.scopes,
             code_challenge=None if verifier is None else pkce.challenge(verifier),
         )
-        log.info("oauth.started", extra={"imo_id": imo, "user_id": user_id, "pkce": verifier is not None})
+        log.info(
+            "oauth.started",
+            extra={"imo_id": imo, "user_id": user_id, "pkce": verifier is not None, "provider": name},
+        )
         cookie = None if binding is None else (binding_cookie_name(nonce), binding)
-        return ConnectStart(url=url, expires_at=created.expires_at.isoformat(), binding_cookie=cookie)
+        return ConnectStart(
+            url=url, expires_at=created.expires_at.isoformat(), binding_cookie=cookie, provider=name
+        )
 
     # ---- callback ---------------------------------------------------------------------------------
 
@@ -234,11 +265,22 @@ class InstagramService:
         if not code or len(code) > 4096:
             return ConnectResult(ok=False, reason="missing_code", return_to=return_to)
         try:
-            ids, failures = await self._connect(
-                code=code, code_verifier=state.code_verifier, user_id=user_id, imo_id=imo_id
-            )
+            if state.provider == INSTAGRAM_LOGIN:
+                ids, failures = await self._connect_instagram_login(code=code, user_id=user_id, imo_id=imo_id)
+            else:
+                ids, failures = await self._connect(
+                    code=code, code_verifier=state.code_verifier, user_id=user_id, imo_id=imo_id
+                )
         except _Abort as abort:
-            log.warning("oauth.failed", extra={"reason": abort.reason, "imo_id": imo_id, "user_id": user_id})
+            log.warning(
+                "oauth.failed",
+                extra={
+                    "reason": abort.reason,
+                    "imo_id": imo_id,
+                    "user_id": user_id,
+                    "provider": state.provider,
+                },
+            )
             return ConnectResult(
                 ok=False,
                 reason=abort.reason,
@@ -248,6 +290,7 @@ class InstagramService:
         log.info(
             "oauth.connected",
             extra={
+                "provider": state.provider,
                 "imo_id": imo_id,
                 "user_id": user_id,
                 "integration_ids": list(ids),
@@ -330,26 +373,116 @@ class InstagramService:
             )
             for item, error in zip(linked, subscriptions, strict=True)
         ]
+        stored = await self._store(
+            imo_id=imo_id,
+            user_id=user_id,
+            user_token=long_lived.token,
+            token_expires_at=expires_at,
+            data_access_expires_at=info.data_access_expires_at,
+            scopes=info.scopes,
+            accounts=accounts,
+            provider=FACEBOOK_LOGIN,
+        )
+        ids = tuple(row.id for row in stored)
+        failures = tuple(item.account.id for item, error in zip(linked, subscriptions, strict=True) if error)
+        return ids, failures
+
+    async def _store(
+        self,
+        *,
+        imo_id: str,
+        user_id: str,
+        user_token: str,
+        token_expires_at: datetime | None,
+        data_access_expires_at: datetime | None,
+        scopes: Sequence[str],
+        accounts: Sequence[rpc.AccountToStore],
+        provider: str,
+    ) -> tuple[rpc.StoredIntegration, ...]:
+        """One RPC stores every account of the connect; its refusals become the redirect's reason."""
         try:
-            stored = await rpc.store_integrations(
+            return await rpc.store_integrations(
                 self._db,
                 imo_id=imo_id,
                 user_id=user_id,
                 key=self._key,
-                user_token=long_lived.token,
-                token_expires_at=expires_at,
-                data_access_expires_at=info.data_access_expires_at,
-                scopes=info.scopes,
+                user_token=user_token,
+                token_expires_at=token_expires_at,
+                data_access_expires_at=data_access_expires_at,
+                scopes=scopes,
                 accounts=accounts,
+                provider=provider,
             )
         except errors.ForbiddenError:
             raise _Abort("not_allowed") from None
+        except errors.ConflictError as exc:
+            if exc.code == "connected_through_other_provider":
+                raise _Abort("connected_through_other_provider") from None
+            log.error("oauth.store_failed", extra={"imo_id": imo_id, "error_code": exc.code})
+            raise _Abort("internal_error") from None
         except errors.InstagramDMError as exc:
             log.error("oauth.store_failed", extra={"imo_id": imo_id, "error_code": exc.code})
             raise _Abort("internal_error") from None
-        ids = tuple(row.id for row in stored)
-        failures = tuple(item.account.id for item, error in zip(linked, subscriptions, strict=True) if error)
-        return ids, failures
+
+    async def _connect_instagram_login(
+        self, *, code: str, user_id: str, imo_id: str
+    ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """Instagram Login, four round trips: code -> short-lived token (api.instagram.com, with the granted
+        permissions); -> long-lived token (``ig_exchange_token``); the account (``/me``); its
+        ``subscribed_apps``. Then one RPC stores the one account (no Page: the Instagram User token is
+        its messaging token)."""
+        client = self._providers.instagram
+        if client is None:  # offered at init, no longer configured at the callback
+            raise _Abort("provider_not_configured")
+        try:
+            short = await client.exchange_code(code=code, redirect_uri=self._settings.oauth_redirect_uri)
+            missing = [s for s in INSTAGRAM_LOGIN_SCOPES if s not in short.permissions]
+            if short.permissions and missing:
+                raise _Abort("missing_permissions", missing=missing)
+            long_lived = await client.exchange_long_lived(short.token)
+            account = await client.account(long_lived.token)
+            error: errors.MetaError | None = None
+            try:
+                await client.subscribe_account(account.id, long_lived.token)
+            except (graph_errors.MetaTransientError, graph_errors.MetaRateLimitedError):
+                raise
+            except errors.MetaError as exc:
+                log.warning("oauth.webhook_subscribe_failed", extra={"error_code": exc.code})
+                error = exc
+        except (graph_errors.MetaTransientError, graph_errors.MetaRateLimitedError):
+            raise _Abort("meta_unavailable") from None
+        except graph_errors.MetaPermissionError:
+            raise _Abort("missing_permissions") from None
+        except errors.MetaError:
+            raise _Abort("oauth_failed") from None
+        expires_at = (
+            datetime.now(UTC) + timedelta(seconds=long_lived.expires_in) if long_lived.expires_in else None
+        )
+        stored = await self._store(
+            imo_id=imo_id,
+            user_id=user_id,
+            user_token=long_lived.token,
+            token_expires_at=expires_at,
+            data_access_expires_at=None,
+            scopes=short.permissions or INSTAGRAM_LOGIN_SCOPES,
+            accounts=[
+                rpc.AccountToStore(
+                    page_id=None,
+                    page_name=None,
+                    page_token=long_lived.token,
+                    ig_account_id=account.id,
+                    ig_username=account.username,
+                    ig_profile_picture_url=account.profile_picture_url,
+                    webhook_subscribed=error is None,
+                    webhook_error_code=None if error is None else error.code,
+                    webhook_error_message=None
+                    if error is None
+                    else f"Webhook subscription failed: {error.message}",
+                )
+            ],
+            provider=INSTAGRAM_LOGIN,
+        )
+        return tuple(row.id for row in stored), (() if error is None else (account.id,))
 
     async def _linked_accounts(self, user_token: str) -> list[_LinkedAccount]:
         """Every Page with a Page token and a linked Instagram account, from one ``/me/accounts``

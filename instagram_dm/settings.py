@@ -118,6 +118,12 @@ class Settings:
     graph_api_version: str = DEFAULT_GRAPH_VERSION
     graph_base_url: str = "https://graph.facebook.com"
     oauth_dialog_base_url: str = "https://www.facebook.com"
+    # Instagram API with Instagram Login: its own (Instagram) app, optional; unset, the provider is not offered.
+    instagram_login_app_id: str = ""
+    instagram_login_app_secret: Secret = field(default_factory=lambda: Secret(""))
+    instagram_login_dialog_base_url: str = "https://www.instagram.com"
+    instagram_login_api_base_url: str = "https://api.instagram.com"
+    instagram_login_graph_base_url: str = "https://graph.instagram.com"
     database_url: Secret = field(default_factory=lambda: Secret(""))
     supabase_url: str = ""
     supabase_service_role_key: Secret = field(default_factory=lambda: Secret(""))
@@ -180,6 +186,17 @@ class Settings:
             graph_api_version=get("META_GRAPH_API_VERSION", DEFAULT_GRAPH_VERSION) or DEFAULT_GRAPH_VERSION,
             graph_base_url=get("META_GRAPH_BASE_URL", "https://graph.facebook.com").rstrip("/"),
             oauth_dialog_base_url=get("META_OAUTH_DIALOG_BASE_URL", "https://www.facebook.com").rstrip("/"),
+            instagram_login_app_id=get("INSTAGRAM_LOGIN_APP_ID"),
+            instagram_login_app_secret=Secret(get("INSTAGRAM_LOGIN_APP_SECRET")),
+            instagram_login_dialog_base_url=(
+                get("INSTAGRAM_LOGIN_DIALOG_BASE_URL") or "https://www.instagram.com"
+            ).rstrip("/"),
+            instagram_login_api_base_url=(
+                get("INSTAGRAM_LOGIN_API_BASE_URL") or "https://api.instagram.com"
+            ).rstrip("/"),
+            instagram_login_graph_base_url=(
+                get("INSTAGRAM_LOGIN_GRAPH_BASE_URL") or "https://graph.instagram.com"
+            ).rstrip("/"),
             database_url=Secret(get("DATABASE_URL")),
             supabase_url=get("SUPABASE_URL").rstrip("/"),
             supabase_service_role_key=Secret(get("SUPABASE_SERVICE_ROLE_KEY")),
@@ -225,6 +242,7 @@ class Settings:
             "database": self._database_problems,
             "jwt": self._jwt_problems,
             "webhook": self._webhook_problems,
+            "instagram_login": self._instagram_login_problems,
         }
         unknown = set(groups) - checks.keys()
         if unknown:
@@ -260,6 +278,33 @@ class Settings:
         for name, url in (
             ("META_GRAPH_BASE_URL", self.graph_base_url),
             ("META_OAUTH_DIALOG_BASE_URL", self.oauth_dialog_base_url),
+        ):
+            if not _is_http_url(url):
+                out.append(f"{name} must be an absolute http(s) URL, got {url!r}")
+        return out
+
+    @property
+    def instagram_login_enabled(self) -> bool:
+        """Whether the Instagram-Login provider is offered: its app id and secret are both set and valid."""
+        configured = bool(self.instagram_login_app_id or self.instagram_login_app_secret)
+        return configured and not self._instagram_login_problems()
+
+    def _instagram_login_problems(self) -> list[str]:
+        """Optional group: nothing set is fine (the provider is simply not offered); half set is a mistake."""
+        if not (self.instagram_login_app_id or self.instagram_login_app_secret):
+            return []
+        out: list[str] = []
+        if not self.instagram_login_app_id:
+            out.append(
+                "INSTAGRAM_LOGIN_APP_ID is not set (the Instagram app id, needed with INSTAGRAM_LOGIN_APP_SECRET)"
+            )
+        elif _is_placeholder(self.instagram_login_app_id):
+            out.append("INSTAGRAM_LOGIN_APP_ID is a placeholder; set the Instagram app id")
+        out += self._secret_problem("INSTAGRAM_LOGIN_APP_SECRET", self.instagram_login_app_secret.reveal())
+        for name, url in (
+            ("INSTAGRAM_LOGIN_DIALOG_BASE_URL", self.instagram_login_dialog_base_url),
+            ("INSTAGRAM_LOGIN_API_BASE_URL", self.instagram_login_api_base_url),
+            ("INSTAGRAM_LOGIN_GRAPH_BASE_URL", self.instagram_login_graph_base_url),
         ):
             if not _is_http_url(url):
                 out.append(f"{name} must be an absolute http(s) URL, got {url!r}")

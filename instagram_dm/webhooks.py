@@ -78,17 +78,18 @@ class DeliveryStore:
         self._max_batch = max_batch
         self._max_in_flight = max_in_flight
         self._timeout = timeout
-        self._pending: list[tuple[bytes, asyncio.Future[None]]] = []
+        # (body, its future, the provider whose app signed it): one insert holds one provider's bodies
+        self._pending: list[tuple[bytes, asyncio.Future[None], str]] = []
         self._in_flight: set[asyncio.Task[None]] = set()
 
-    async def store(self, body: bytes) -> None:
-        """Return once `body` is committed (or was already stored); DatabaseUnavailableError when the database
-        does not answer within the timeout or refuses the insert."""
+    async def store(self, body: bytes, provider: str = "facebook_login") -> None:
+        """Return once `body` (signed by `provider`'s app) is committed (or was already stored);
+        DatabaseUnavailableError when the database does not answer within the timeout or refuses the insert."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         # One timer per request, not wait_for + shield (a task and two futures each, on the hot path).
         timer = loop.call_later(self._timeout, _expire, future)
-        self._pending.append((body, future))
+        self._pending.append((body, future, provider))
         self._start_inserts()
         try:
             await future
@@ -97,8 +98,16 @@ class DeliveryStore:
 
     def _start_inserts(self) -> None:
         while self._pending and len(self._in_flight) < self._max_in_flight:
-            batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch :]
-            task = asyncio.create_task(self._insert(batch), name="webhook-ingest")
+            provider = self._pending[0][2]
+            if all(item[2] == provider for item in self._pending):  # the usual case: one app
+                batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch :]
+            else:
+                same = [item for item in self._pending if item[2] == provider]
+                batch = same[: self._max_batch]
+                taken = {id(item) for item in batch}
+                self._pending = [item for item in self._pending if id(item) not in taken]
+            pairs = [(body, future) for body, future, _ in batch]
+            task = asyncio.create_task(self._insert(pairs, provider), name="webhook-ingest")
             self._in_flight.add(task)
             task.add_done_callback(self._inserted)
 
@@ -106,9 +115,9 @@ class DeliveryStore:
         self._in_flight.discard(task)
         self._start_inserts()
 
-    async def _insert(self, batch: list[tuple[bytes, asyncio.Future[None]]]) -> None:
+    async def _insert(self, batch: list[tuple[bytes, asyncio.Future[None]]], provider: str) -> None:
         try:
-            await rpc.webhook_ingest(self._db, bodies=[body for body, _ in batch])
+            await rpc.webhook_ingest(self._db, bodies=[body for body, _ in batch], provider=provider)
         except Exception as exc:
             failure = (
                 exc

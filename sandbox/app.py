@@ -4,6 +4,7 @@
 
     core.py     the state holder (`Sandbox`) and the Graph envelope every Graph route shares
     oauth.py    the Login dialog and ``/oauth/access_token``   (consent.py: the dialog's HTML)
+    instagram_login.py  Instagram Login's hosts under /instagram/www, /instagram/api, /instagram/graph
     graph.py    Graph nodes and edges (``/me/accounts``, ``/{id}``, ``subscribed_apps``, ``debug_token``)
     send.py     the Send API ``/{page-id}/messages``: checks, 24-hour window, rate, record, echo
     fields.py   the ``fields=`` parser, nested expansion included
@@ -25,6 +26,7 @@ from sandbox.control import control_routes
 from sandbox.core import Sandbox
 from sandbox.faults import FaultsAndLatency
 from sandbox.graph import graph_routes
+from sandbox.instagram_login import instagram_login_routes
 from sandbox.oauth import oauth_routes
 from sandbox.state import SandboxConfig
 
@@ -35,7 +37,7 @@ def create_app(config: SandboxConfig | None = None) -> Starlette:
     """The sandbox as a Starlette app; state is per app instance."""
     sandbox = Sandbox(config or SandboxConfig())
     # Graph routes come last: `/{version}/{node_id}` matches any id.
-    app = Starlette(routes=[*control_routes(), *oauth_routes(), *graph_routes()])
+    app = Starlette(routes=[*control_routes(), *instagram_login_routes(), *oauth_routes(), *graph_routes()])
     app.state.sandbox = sandbox
     app.add_middleware(FaultsAndLatency, sandbox=sandbox)
     return app

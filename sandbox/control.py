@@ -95,6 +95,8 @@ async def state_view(request: Request) -> Response:
         "total_calls": sandbox.total_calls,
         "exchanges": dict(state.exchanges),
         "code_exchanges": dict(state.code_exchanges),
+        "ig_refreshes": dict(state.refreshes),
+        "ig_subscriptions": dict(state.ig_subscriptions),
         "tokens_issued": dict(state.issued),
         "token_count": len(state.tokens),
         "user_count": len(state.users),
@@ -316,6 +318,10 @@ async def config(request: Request) -> Response:
         state.long_lived_ttl = seconds
     if "webhook_url" in body:
         state.webhook_url = check_url(body["webhook_url"])
+    if "ig_token_shape" in body:
+        if body["ig_token_shape"] not in {"data", "flat"}:
+            raise ControlError("ig_token_shape must be data or flat")
+        state.ig_token_shape = body["ig_token_shape"]
     _configure_send(state, body)
     return JSONResponse(
         {
@@ -325,6 +331,7 @@ async def config(request: Request) -> Response:
             "require_appsecret_proof": state.require_appsecret_proof,
             "require_pkce": state.require_pkce,
             "webhook_url": state.webhook_url,
+            "ig_token_shape": state.ig_token_shape,
             **_send_knobs(state),
         }
     )
@@ -381,9 +388,21 @@ def _send_knobs(state: State) -> dict[str, Any]:
 
 async def webhooks_send(request: Request) -> Response:
     sandbox = _sandbox(request)
-    plan = plan_send(sandbox.state, sandbox.config, await _object(request))
+    body = await _object(request)
+    plan = plan_send(sandbox.state, sandbox.config, body)
+    # Signed by the app the account's deliveries come from: "app" says, else the Instagram app when only it
+    # is subscribed to the account (connected through Instagram Login), else the Meta app.
+    app = body.get("app")
+    if app not in {None, "facebook_login", "instagram_login"}:
+        raise ControlError("app must be facebook_login or instagram_login")
+    if app is None:
+        state = sandbox.state
+        account = state.ig_accounts.get(plan.account_id)
+        page_subscribed = account is not None and account.page_id in state.subscriptions
+        app = "instagram_login" if plan.account_id in state.ig_subscriptions and not page_subscribed else None
+    secret = sandbox.config.ig_app_secret if app == "instagram_login" else sandbox.config.app_secret
     try:
-        result = await send(sandbox.state, plan, sandbox.config.app_secret)
+        result = await send(sandbox.state, plan, secret)
     except WebhookUnreachable as exc:
         error = {"code": "webhook_unreachable", "message": exc.reason, "url": plan.url}
         return JSONResponse({"error": error, **exc.result}, status_code=502)

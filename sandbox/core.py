@@ -45,6 +45,8 @@ _LITERAL_SEGMENTS = frozenset(
         "subscribed_apps",
         "confirm",
         "messages",
+        "authorize",
+        "refresh_access_token",
     }
 )
 # Where the Send API leaves the record of an accepted send for the fault middleware (after_delivery).
@@ -75,8 +77,15 @@ def json_response(
     )
 
 
+_IG_HOSTS = {"/instagram/www": "ig-www", "/instagram/api": "ig-api", "/instagram/graph": "ig-graph"}
+
+
 def endpoint_key(method: str, path: str) -> str:
-    """``GET /me/accounts``, ``GET /{id}``, ``POST /{id}/subscribed_apps``: call-count keys."""
+    """``GET /me/accounts``, ``GET /{id}``, ``POST /{id}/subscribed_apps``: call-count keys; the Instagram
+    Login hosts' calls carry their host (``GET ig-graph /refresh_access_token``)."""
+    for prefix, host in _IG_HOSTS.items():
+        if path.startswith(prefix + "/"):
+            return f"{method} {host} " + endpoint_key("", path[len(prefix) :]).lstrip()
     parts = [p for p in path.split("/") if p]
     if parts and VERSION_RE.match(parts[0]):
         parts = parts[1:]
@@ -102,6 +111,8 @@ class Sandbox:
         if value == self.config.app_token:
             raise GraphFailure("(#100) This call requires a user or Page access token", code=100)
         rec = self.state.check(value)
+        if rec.ig_account_id is not None:  # an Instagram Login token means nothing to graph.facebook.com
+            raise GraphFailure("Invalid OAuth access token - Cannot parse access token", code=190)
         self.proof(rec.value, params)
         return rec
 

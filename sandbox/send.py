@@ -249,19 +249,22 @@ async def send_message(sandbox: Sandbox, request: Request, params: Params) -> An
 # ---- the echo ------------------------------------------------------------------------------------
 
 
-def _schedule_echo(sandbox: Sandbox, sent: SentMessage) -> None:
+def _schedule_echo(sandbox: Sandbox, sent: SentMessage, secret: str | None = None) -> None:
+    """The echo of `sent`, signed with `secret` (the app that sent it; the Meta app's by default)."""
     state = sandbox.state
     if state.echoes != "on":
         sent.echo = "off" if state.echoes == "off" else "dropped"
         return
     task = asyncio.get_running_loop().create_task(
-        _echo(sandbox, sent, state.webhook_url, state.echo_delay_ms / 1000)
+        _echo(
+            sandbox, sent, state.webhook_url, state.echo_delay_ms / 1000, secret or sandbox.config.app_secret
+        )
     )
     state.pending_echoes.add(task)
     task.add_done_callback(state.pending_echoes.discard)
 
 
-async def _echo(sandbox: Sandbox, sent: SentMessage, url: str, delay: float) -> None:
+async def _echo(sandbox: Sandbox, sent: SentMessage, url: str, delay: float, secret: str) -> None:
     """After `delay`, POST the signed echo of `sent` to `url` (logged like any webhook delivery)."""
     await asyncio.sleep(delay)
     state = sandbox.state
@@ -282,7 +285,7 @@ async def _echo(sandbox: Sandbox, sent: SentMessage, url: str, delay: float) -> 
         last_new_mid=sent.mid,
     )
     try:
-        await send(state, plan, sandbox.config.app_secret)
+        await send(state, plan, secret)
     except WebhookUnreachable:
         sent.echo = "failed"
         return

@@ -83,6 +83,10 @@ class SandboxConfig:
     send_rate_per_second: int = 100
     echoes: EchoMode = "on"
     echo_delay_ms: float = 200.0
+    # The Instagram app of Instagram Login (sandbox/instagram_login.py): its id and secret (which signs its
+    # deliveries and echoes).
+    ig_app_id: str = "sandbox-ig-app-id"
+    ig_app_secret: str = "sandbox-ig-app-secret"
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> SandboxConfig:
@@ -94,6 +98,8 @@ class SandboxConfig:
             app_id=env.get("INSTAGRAM_APP_ID", "").strip() or base.app_id,
             app_secret=env.get("INSTAGRAM_APP_SECRET", "").strip() or base.app_secret,
             webhook_url=env.get("SANDBOX_WEBHOOK_URL", "").strip() or base.webhook_url,
+            ig_app_id=env.get("INSTAGRAM_LOGIN_APP_ID", "").strip() or base.ig_app_id,
+            ig_app_secret=env.get("INSTAGRAM_LOGIN_APP_SECRET", "").strip() or base.ig_app_secret,
         )
 
     @property
@@ -228,13 +234,14 @@ class UserRec:
 @dataclass
 class TokenRec:
     value: str
-    kind: Literal["user_short", "user_long", "page"]
-    user_id: str
+    kind: Literal["user_short", "user_long", "page", "ig_short", "ig_long"]
+    user_id: str  # for an Instagram Login token (ig_*): the Instagram account it belongs to
     scopes: tuple[str, ...]
     issued_at: int
     expires_at: int | None  # None: never
     page_id: str | None = None
     revoked_subcode: int | None = None
+    ig_account_id: str | None = None  # set on Instagram Login tokens only
 
     @property
     def meta_type(self) -> str:
@@ -333,6 +340,7 @@ class SentMessage:
     # What the client was told: 200 unless a fault with after_delivery replaced the answer.
     answer_http_status: int = 200
     answer_lost: bool = False
+    provider: str = "facebook_login"  # instagram_login: sent on graph.instagram.com (no Page)
 
     def public(self) -> dict[str, Any]:
         return {
@@ -351,6 +359,7 @@ class SentMessage:
             "echo_http_status": self.echo_http_status,
             "answer_http_status": self.answer_http_status,
             "answer_lost": self.answer_lost,
+            "provider": self.provider,
         }
 
 
@@ -387,6 +396,10 @@ class State:
     ig_accounts: dict[str, InstagramAccountRec] = field(default_factory=dict)
     ig_users: dict[str, InstagramUserRec] = field(default_factory=dict)
     codes: dict[str, CodeRec] = field(default_factory=dict)
+    ig_codes: dict[str, CodeRec] = field(default_factory=dict)  # Instagram Login's (user_id: the account)
+    ig_subscriptions: dict[str, list[str]] = field(default_factory=dict)  # account -> fields (Instagram app)
+    refreshes: Counter[str] = field(default_factory=Counter)  # ig_refresh_token per account
+    ig_token_shape: str = "data"  # api.instagram.com's answer: "data" ({"data": [...]}) or "flat"
     tokens: dict[str, TokenRec] = field(default_factory=dict)
     tokens_by_user: dict[str, list[str]] = field(default_factory=dict)
     page_token_cache: dict[tuple[str, str], str] = field(default_factory=dict)
@@ -438,6 +451,8 @@ class State:
             self.ig_accounts,
             self.ig_users,
             self.codes,
+            self.ig_codes,
+            self.ig_subscriptions,
             self.tokens,
             self.tokens_by_user,
             self.page_token_cache,
@@ -452,6 +467,7 @@ class State:
             self.calls,
             self.exchanges,
             self.code_exchanges,
+            self.refreshes,
             self.issued,
             self.webhook_counters,
             self.sent_counters,
@@ -478,6 +494,7 @@ class State:
         self.long_lived_ttl = self.config.long_lived_ttl
         self.require_appsecret_proof = self.config.require_appsecret_proof
         self.require_pkce = self.config.require_pkce
+        self.ig_token_shape = "data"
         if self.config.default_fixtures:
             load_defaults(self)
 

@@ -40,6 +40,17 @@ SUPABASE_JWT_SECRET=super-secret-jwt-token-with-at-least-32-characters-long
 LOG_LEVEL=INFO
 ENV
 fi
+# Both ways to connect against the sandbox: Instagram Login's hosts are path prefixes of the sandbox's origin
+# (added to an older dev.env too; the id and secret are the sandbox's default Instagram app).
+if ! grep -q '^INSTAGRAM_LOGIN_APP_ID=' "$ENV_FILE"; then
+  cat >> "$ENV_FILE" <<ENV
+INSTAGRAM_LOGIN_APP_ID=sandbox-ig-app-id
+INSTAGRAM_LOGIN_APP_SECRET=sandbox-ig-app-secret
+INSTAGRAM_LOGIN_DIALOG_BASE_URL=http://127.0.0.1:$SANDBOX_PORT/instagram/www
+INSTAGRAM_LOGIN_API_BASE_URL=http://127.0.0.1:$SANDBOX_PORT/instagram/api
+INSTAGRAM_LOGIN_GRAPH_BASE_URL=http://127.0.0.1:$SANDBOX_PORT/instagram/graph
+ENV
+fi
 # The database is the one scripts/db.sh manages (INSTAGRAM_DM_DB_PORT / _DIR), also in an older dev.env.
 sed -i "s|^DATABASE_URL=.*|DATABASE_URL=$DB_URL|" "$ENV_FILE"
 # The processes read $ENV_FILE themselves, and what is set in the environment wins over it.

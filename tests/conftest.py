@@ -16,4 +16,9 @@ for _name in list(os.environ):
     if _name.startswith(("INSTAGRAM_", "META_", "SUPABASE_")) or _name == "DATABASE_URL":
         del os.environ[_name]
 
-pytest_plugins = ["tests.fixtures.database", "tests.fixtures.sandbox", "tests.fixtures.api"]
+pytest_plugins = [
+    "tests.fixtures.database",
+    "tests.fixtures.sandbox",
+    "tests.fixtures.api",
+    "tests.fixtures.instagram_login",
+]

@@ -109,6 +109,9 @@ def test_readme_table_lists_the_defaults_settings_reads() -> None:
         "META_GRAPH_API_VERSION",
         "META_GRAPH_BASE_URL",
         "META_OAUTH_DIALOG_BASE_URL",
+        "INSTAGRAM_LOGIN_DIALOG_BASE_URL",
+        "INSTAGRAM_LOGIN_API_BASE_URL",
+        "INSTAGRAM_LOGIN_GRAPH_BASE_URL",
         "INSTAGRAM_DM_ENV",
         "INSTAGRAM_OAUTH_BIND_BROWSER",
         "INSTAGRAM_OAUTH_PKCE",
@@ -667,3 +670,40 @@ def test_sending_settings_default_and_refuse_bad_values_in_one_line() -> None:
     assert config_error(FULL | {"INSTAGRAM_HUMAN_AGENT_ENABLED": "maybe"}) == (
         "INSTAGRAM_HUMAN_AGENT_ENABLED must be true or false, got 'maybe'"
     )
+
+
+# ---- Instagram Login (optional group) ---------------------------------------------------------------
+
+
+def test_instagram_login_is_off_and_fine_when_unset() -> None:
+    """Neither INSTAGRAM_LOGIN_APP_ID nor _SECRET: no problem, and the provider is not offered."""
+    settings = load()
+    assert settings.problems("instagram_login") == [] and settings.instagram_login_enabled is False
+
+
+def test_instagram_login_half_set_is_refused_naming_the_missing_variable() -> None:
+    """An id without a secret (or the reverse) is one line naming what is missing; both set: offered."""
+    assert load(INSTAGRAM_LOGIN_APP_ID="123").problems("instagram_login") == [
+        "INSTAGRAM_LOGIN_APP_SECRET is not set (see .env.example)"
+    ]
+    assert (
+        load(INSTAGRAM_LOGIN_APP_SECRET="s3cr3t-value")
+        .problems("instagram_login")[0]
+        .startswith("INSTAGRAM_LOGIN_APP_ID is not set")
+    )
+    both = load(INSTAGRAM_LOGIN_APP_ID="123", INSTAGRAM_LOGIN_APP_SECRET="s3cr3t-value")
+    assert both.problems("instagram_login") == [] and both.instagram_login_enabled is True
+    assert "s3cr3t-value" not in repr(both)
+
+
+def test_instagram_login_origins_must_be_absolute_http() -> None:
+    """A configured Instagram Login with a relative graph origin is refused naming the variable."""
+    settings = load(
+        INSTAGRAM_LOGIN_APP_ID="123",
+        INSTAGRAM_LOGIN_APP_SECRET="s3cr3t-value",
+        INSTAGRAM_LOGIN_GRAPH_BASE_URL="/relative",
+    )
+    assert settings.problems("instagram_login") == [
+        "INSTAGRAM_LOGIN_GRAPH_BASE_URL must be an absolute http(s) URL, got '/relative'"
+    ]
+    assert settings.instagram_login_enabled is False

@@ -238,10 +238,11 @@ async def oauth_state_create(
     browser_binding_hash: str | None,
     code_verifier: str | None,
     key: str | None,
+    provider: str = "facebook_login",
 ) -> StateCreated:
     """``instagram_oauth_state_create``: ForbiddenError ``not_imo_admin`` / ``feature_not_in_plan``,
     BadRequestError ``invalid_ttl`` / ``invalid_code_verifier`` / ``invalid_encryption_key``. The
-    verifier (None: no PKCE) is stored encrypted with `key`."""
+    verifier (None: no PKCE) is stored encrypted with `key`; `provider` is handed back by the consume."""
     result = await db.rpc(
         "instagram_oauth_state_create",
         {
@@ -253,6 +254,7 @@ async def oauth_state_create(
             "p_browser_binding_hash": browser_binding_hash,
             "p_code_verifier": code_verifier,
             "p_key": key,
+            "p_provider": provider,
         },
     )
     return StateCreated.from_json(_object(result, "instagram_oauth_state_create"))
@@ -272,6 +274,7 @@ class StateConsumed:
     user_id: str | None = None
     imo_id: str | None = None
     code_verifier: str | None = field(default=None, repr=False)
+    provider: str = "facebook_login"
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> StateConsumed:
@@ -284,6 +287,7 @@ class StateConsumed:
             user_id=_opt_str(data, "user_id"),
             imo_id=_opt_str(data, "imo_id"),
             code_verifier=_opt_str(data, "code_verifier"),
+            provider=_opt_str(data, "provider") or "facebook_login",
         )
         if status == "ok" and (
             consumed.user_id is None or consumed.imo_id is None or consumed.return_to is None
@@ -319,9 +323,10 @@ async def oauth_state_consume(
 
 @dataclass(frozen=True)
 class AccountToStore:
-    """One linked Instagram account as ``instagram_store_integrations`` reads it from ``p_accounts``."""
+    """One linked Instagram account as ``instagram_store_integrations`` reads it from ``p_accounts``; an
+    Instagram Login account has no Page (`page_id` None) and its messaging token is its user token."""
 
-    page_id: str
+    page_id: str | None
     page_name: str | None
     page_token: str = field(repr=False)
     ig_account_id: str
@@ -352,7 +357,7 @@ class StoredIntegration:
 
     id: str
     instagram_business_account_id: str
-    facebook_page_id: str
+    facebook_page_id: str | None
     webhook_subscribed: bool
 
     @classmethod
@@ -360,7 +365,7 @@ class StoredIntegration:
         return cls(
             id=_str(data, "id"),
             instagram_business_account_id=_str(data, "instagram_business_account_id"),
-            facebook_page_id=_str(data, "facebook_page_id"),
+            facebook_page_id=_opt_str(data, "facebook_page_id"),
             webhook_subscribed=_bool(data, "webhook_subscribed"),
         )
 
@@ -376,9 +381,11 @@ async def store_integrations(
     data_access_expires_at: datetime | None,
     scopes: Sequence[str],
     accounts: Sequence[AccountToStore],
+    provider: str = "facebook_login",
 ) -> tuple[StoredIntegration, ...]:
     """``instagram_store_integrations``: ForbiddenError when the user lost the role or the plan,
-    BadRequestError ``missing_token`` / ``no_accounts`` / ``invalid_encryption_key``."""
+    BadRequestError ``missing_token`` / ``missing_page`` / ``no_accounts`` / ``invalid_encryption_key``,
+    ConflictError ``connected_through_other_provider`` (the account is live in the IMO through the other one)."""
     result = await db.rpc(
         "instagram_store_integrations",
         {
@@ -390,6 +397,7 @@ async def store_integrations(
             "p_data_access_expires_at": data_access_expires_at,
             "p_scopes": list(scopes),
             "p_accounts": [account.to_json() for account in accounts],
+            "p_provider": provider,
         },
     )
     return tuple(StoredIntegration.from_json(row) for row in _array(result, "instagram_store_integrations"))
@@ -410,6 +418,8 @@ class IntegrationTokens:
     token_digest: str | None
     user_token: str | None = field(repr=False)
     page_token: str | None = field(repr=False)
+    provider: str = "facebook_login"
+    token_issued_at: datetime | None = None  # when the stored token was issued (connect or last refresh)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> IntegrationTokens:
@@ -425,6 +435,8 @@ class IntegrationTokens:
             token_digest=_opt_str(data, "token_digest"),
             user_token=_opt_str(data, "user_token"),
             page_token=_opt_str(data, "page_token"),
+            provider=_opt_str(data, "provider") or "facebook_login",
+            token_issued_at=_opt_datetime(data, "token_issued_at"),
         )
 
 
@@ -530,6 +542,7 @@ class IntegrationStatus:
     granted_scopes: tuple[str, ...]
     connected_at: datetime
     updated_at: datetime
+    provider: str = "facebook_login"
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> IntegrationStatus:
@@ -552,6 +565,7 @@ class IntegrationStatus:
             granted_scopes=_strings(data, "granted_scopes"),
             connected_at=_datetime(data, "connected_at"),
             updated_at=_datetime(data, "updated_at"),
+            provider=_opt_str(data, "provider") or "facebook_login",
         )
 
 
@@ -647,11 +661,14 @@ class WebhookIngested:
         return cls(stored=_int(data, "stored"), duplicates=_int(data, "duplicates"))
 
 
-async def webhook_ingest(db: Database, *, bodies: Sequence[bytes]) -> WebhookIngested:
-    """``instagram_webhook_ingest_v1``: the exact bytes travel as base64 (any bytes, both transports)."""
+async def webhook_ingest(
+    db: Database, *, bodies: Sequence[bytes], provider: str = "facebook_login"
+) -> WebhookIngested:
+    """``instagram_webhook_ingest_v2``: the exact bytes travel as base64 (any bytes, both transports);
+    `provider` is the app whose secret signed them (processing routes by it)."""
     encoded = [base64.b64encode(body).decode("ascii") for body in bodies]
-    result = await db.rpc("instagram_webhook_ingest_v1", {"p_bodies": encoded})
-    return WebhookIngested.from_json(_object(result, "instagram_webhook_ingest_v1"))
+    result = await db.rpc("instagram_webhook_ingest_v2", {"p_bodies": encoded, "p_provider": provider})
+    return WebhookIngested.from_json(_object(result, "instagram_webhook_ingest_v2"))
 
 
 async def webhook_replay(db: Database, *, failed_only: bool, since: datetime | None) -> int:
@@ -665,10 +682,13 @@ class ProfileToken:
     """What a profile fetch needs: its integration's Page token (None when none is stored)."""
 
     page_token: str | None = field(repr=False)
+    provider: str = "facebook_login"
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ProfileToken:
-        return cls(page_token=_opt_str(data, "page_token"))
+        return cls(
+            page_token=_opt_str(data, "page_token"), provider=_opt_str(data, "provider") or "facebook_login"
+        )
 
 
 async def profile_token(
@@ -769,10 +789,17 @@ class SendToken:
 
     page_token: str | None = field(repr=False)
     token_version: str
+    provider: str = "facebook_login"
+    account_id: str | None = None  # the Instagram account (Instagram Login sends from it)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> SendToken:
-        return cls(page_token=_opt_str(data, "page_token"), token_version=_str(data, "token_version"))
+        return cls(
+            page_token=_opt_str(data, "page_token"),
+            token_version=_str(data, "token_version"),
+            provider=_opt_str(data, "provider") or "facebook_login",
+            account_id=_opt_str(data, "account_id"),
+        )
 
 
 async def send_token(

@@ -35,6 +35,8 @@ from instagram_dm.graph.errors import (
     usage_from_headers,
 )
 from instagram_dm.graph.models import (
+    FACEBOOK_LOGIN,
+    FACEBOOK_LOGIN_SCOPES,
     WEBHOOK_FIELDS,
     AccessToken,
     InstagramAccount,
@@ -80,6 +82,10 @@ def _opt_str(value: object) -> str | None:
 
 class GraphClient:
     """Meta Graph API calls for connecting Instagram accounts through Facebook Login."""
+
+    name = FACEBOOK_LOGIN
+    scopes = FACEBOOK_LOGIN_SCOPES
+    uses_pkce = True  # S256 challenge on the dialog, verifier on the exchange (INSTAGRAM_OAUTH_PKCE)
 
     def __init__(
         self,
@@ -416,13 +422,16 @@ class GraphClient:
         secrets: Sequence[str],
         idempotent: bool,
         json_body: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> tuple[dict[str, Any], httpx.Headers]:
         secrets = (*secrets, self._app_secret, params.get("appsecret_proof", ""))
         attempt = 0
         while True:
             attempt += 1
             try:
-                return await self._attempt(method, url, params, secrets=secrets, json_body=json_body)
+                return await self._attempt(
+                    method, url, params, secrets=secrets, json_body=json_body, headers=headers
+                )
             except GraphError as exc:
                 retryable = isinstance(exc, MetaTransientError) and (
                     idempotent or getattr(exc, "_before_send", False)
@@ -464,13 +473,17 @@ class GraphClient:
         *,
         secrets: Sequence[str],
         json_body: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> tuple[dict[str, Any], httpx.Headers]:
+        extra = dict(headers) if headers else None
         if json_body is not None:  # the token stays in the query; the body is Meta's JSON object
-            request = self._http.build_request(method, url, params=dict(params), json=dict(json_body))
+            request = self._http.build_request(
+                method, url, params=dict(params), json=dict(json_body), headers=extra
+            )
         elif method == "POST":
-            request = self._http.build_request(method, url, data=dict(params))
+            request = self._http.build_request(method, url, data=dict(params), headers=extra)
         else:
-            request = self._http.build_request(method, url, params=dict(params))
+            request = self._http.build_request(method, url, params=dict(params), headers=extra)
         masked_url = scrub(redact(str(request.url)), secrets)
         started = time.perf_counter()
         self._calls += 1

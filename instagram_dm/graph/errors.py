@@ -38,7 +38,10 @@ TRANSIENT_CODES = frozenset({1, 2})
 INVALID_REQUEST_CODES = frozenset({100})
 
 # Facebook access tokens start with "EAA"; app tokens are "{app_id}|{app_secret}"; codes with "AQ".
-_TOKEN_LIKE_RE = re.compile(r"\b(?:EAA[A-Za-z0-9_-]{16,}|AQ[A-Za-z0-9_-]{30,}|\d{5,}\|[A-Za-z0-9_-]{8,})")
+# Instagram User tokens (Instagram Login) start with "IG" (IGQV..., IGAA...).
+_TOKEN_LIKE_RE = re.compile(
+    r"\b(?:EAA[A-Za-z0-9_-]{16,}|IG[A-Z][A-Za-z0-9_-]{20,}|AQ[A-Za-z0-9_-]{30,}|\d{5,}\|[A-Za-z0-9_-]{8,})"
+)
 _MAX_MESSAGE = 300
 
 
@@ -231,6 +234,11 @@ def classify(
     except ValueError:
         envelope = None
     error = envelope.get("error") if isinstance(envelope, dict) else None
+    if not isinstance(error, dict) and isinstance(envelope, dict) and "error_type" in envelope:
+        # api.instagram.com's flat shape: {"error_type", "code" (an HTTP-like status), "error_message"}
+        error = {"type": envelope.get("error_type"), "message": envelope.get("error_message")}
+        if _as_int(envelope.get("code")) not in (None, status):
+            error["code"] = envelope.get("code")
     if not isinstance(error, dict):
         cls = class_for(None, status)
         kind = "a non-JSON body" if envelope is None else "no error envelope"

@@ -20,6 +20,29 @@ WEBHOOK_FIELDS: tuple[str, ...] = (
     "messaging_referrals",
 )
 
+# Instagram-object webhook fields for an account connected through Instagram Login
+# (`POST /{ig-user-id}/subscribed_apps` on graph.instagram.com).
+INSTAGRAM_LOGIN_WEBHOOK_FIELDS: tuple[str, ...] = (
+    "messages",
+    "messaging_postbacks",
+    "messaging_seen",
+    "message_reactions",
+    "messaging_referral",
+)
+
+# The two ways to connect (`instagram_integrations.provider`) and the scopes each dialog asks for.
+FACEBOOK_LOGIN = "facebook_login"
+INSTAGRAM_LOGIN = "instagram_login"
+PROVIDERS: tuple[str, ...] = (FACEBOOK_LOGIN, INSTAGRAM_LOGIN)
+# The brief's scopes, plus pages_show_list, without which /me/accounts returns nothing.
+FACEBOOK_LOGIN_SCOPES: tuple[str, ...] = (
+    "instagram_basic",
+    "instagram_manage_messages",
+    "pages_manage_metadata",
+    "pages_show_list",
+)
+INSTAGRAM_LOGIN_SCOPES: tuple[str, ...] = ("instagram_business_basic", "instagram_business_manage_messages")
+
 
 @dataclass(frozen=True)
 class AccessToken:
@@ -88,3 +111,13 @@ class SentMessage:
     message_id: str
     usage_percent: float | None = None
     regain_seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class InstagramLoginToken:
+    """api.instagram.com's answer to a code exchange (either shape): a short-lived Instagram User token,
+    the Instagram user id it belongs to and the permissions granted."""
+
+    token: str = field(repr=False)
+    user_id: str | None
+    permissions: tuple[str, ...]

@@ -19,7 +19,9 @@ from instagram_dm.backoff import Backoff
 from instagram_dm.db import rpc
 from instagram_dm.db.port import Database
 from instagram_dm.graph import (
+    INSTAGRAM_LOGIN,
     GraphClient,
+    InstagramLoginClient,
     MetaInvalidRequestError,
     MetaPermissionError,
     MetaTokenInvalidError,
@@ -78,9 +80,11 @@ class ProfileKind:
         previous_key: str | None = None,
         backoff: Backoff | None = None,
         share: float = 0.25,
+        instagram_login: InstagramLoginClient | None = None,
     ) -> None:
         self._db = db
         self._graph = graph
+        self._instagram = instagram_login
         self._key = key
         self._previous_key = previous_key
         self.rules = RetryRules(backoff=backoff or Backoff(base=30.0, cap=3600.0), retry_foreign_key=True)
@@ -106,8 +110,15 @@ class ProfileKind:
         )
         if not token.page_token:
             return _unavailable("no_token", "The integration has no Page token.")
+        client: GraphClient | InstagramLoginClient = self._graph
+        if token.provider == INSTAGRAM_LOGIN:  # graph.instagram.com, with the Instagram User token
+            if self._instagram is None:
+                return _unavailable(
+                    "provider_not_configured", "This worker is not configured for Instagram Login."
+                )
+            client = self._instagram
         try:
-            user = await self._graph.instagram_user(job.igsid, token.page_token)
+            user = await client.instagram_user(job.igsid, token.page_token)
         except (MetaTokenInvalidError, MetaPermissionError, MetaInvalidRequestError) as exc:
             # No retry can fix these; the refresh kind deals with the integration's token.
             return _unavailable(exc.code, exc.message)

@@ -1,4 +1,5 @@
-"""Kind ``refresh``: renew one integration's Facebook-Login tokens (jobs enqueued daily by pg_cron).
+"""Kind ``refresh``: renew one integration's tokens (jobs enqueued daily by pg_cron), the way its provider
+(``instagram_integrations.provider``) needs. Facebook Login:
 
 1. decrypt the current long-lived user token and Page token (`instagram_integration_tokens`; the
    previous key is accepted during a rotation);
@@ -12,6 +13,11 @@ Errors propagate (Meta's typed errors, the database's); `worker.retry.decide` wi
 turns them into a fate. The old token stays stored until the new one is: nothing is written before 5.
 A token no key opens fails this job only: the integration shows ``encryption_key_mismatch`` (or
 ``token_corrupt``) as its error, the IMO gets a notification, and the worker goes on.
+
+Instagram Login (one Instagram User token, 60 days, dead if not refreshed in time): an expired token cannot be
+refreshed (Meta's 190/463: reauth, without a call); one issued less than 24 hours ago is skipped without a
+call (Meta refuses it); otherwise ``ig_refresh_token`` gives a new 60 days, stored as both the user and the
+messaging token.
 """
 
 from __future__ import annotations
@@ -25,7 +31,13 @@ from typing import Any, ClassVar
 from instagram_dm.backoff import Backoff
 from instagram_dm.db import rpc
 from instagram_dm.db.port import Database
-from instagram_dm.graph import GraphClient, MetaTokenInvalidError
+from instagram_dm.graph import (
+    INSTAGRAM_LOGIN,
+    GraphClient,
+    InstagramLoginClient,
+    MetaTokenInvalidError,
+    ProviderNotConfiguredError,
+)
 from worker import health
 from worker.queue import Job, QueueRPCs, parse_when, utcnow
 from worker.retry import RetryRules
@@ -34,6 +46,8 @@ log = logging.getLogger(__name__)
 
 META_CALLS_PER_REFRESH = 3  # exchange, debug the user token, debug the Page token (4 when it is renewed)
 EXPIRY_MARGIN_SECONDS = 600.0  # the last retry must leave this much time before the token expires
+# Meta refreshes an Instagram Login token only once it is at least this old.
+INSTAGRAM_LOGIN_MIN_TOKEN_AGE = timedelta(hours=24)
 
 
 @dataclass(frozen=True)
@@ -113,7 +127,8 @@ def refresh_rules(backoff: Backoff | None = None) -> RetryRules:
 
 
 class FacebookLoginRefresher:
-    """Refreshes one integration's tokens through Facebook Login's long-lived token exchange."""
+    """Refreshes one integration's tokens through Facebook Login's long-lived token exchange, or, for an
+    integration connected through Instagram Login, with ``ig_refresh_token`` (`instagram_login`)."""
 
     def __init__(
         self,
@@ -124,9 +139,11 @@ class FacebookLoginRefresher:
         previous_key: str | None = None,
         window: timedelta = timedelta(days=7),
         clock: Callable[[], datetime] = utcnow,
+        instagram_login: InstagramLoginClient | None = None,
     ) -> None:
         self._db = db
         self._graph = graph
+        self._instagram = instagram_login
         self._key = key
         self._previous_key = previous_key
         self._window = window
@@ -142,6 +159,8 @@ class FacebookLoginRefresher:
         if tokens.status != "connected" or not tokens.user_token:
             log.info("refresh.skipped", extra={**job.log_extra(), "status": tokens.status})
             return Refreshed()
+        if tokens.provider == INSTAGRAM_LOGIN:
+            return await self._refresh_instagram_login(job, tokens)
 
         exchanged = await self._graph.exchange_long_lived(tokens.user_token)
         info = await self._graph.debug_token(exchanged.token)
@@ -179,6 +198,44 @@ class FacebookLoginRefresher:
             page_token=page_token,
             token_expires_at=new_expires,
             data_access_expires_at=info.data_access_expires_at,
+            warning=warning,
+            token_version=tokens.token_version,
+            token_digest=tokens.token_digest,
+        )
+
+    async def _refresh_instagram_login(self, job: RefreshJob, tokens: rpc.IntegrationTokens) -> Refreshed:
+        """``ig_refresh_token`` when Meta allows it: expired -> reauth, under 24 hours old -> nothing to do."""
+        assert tokens.user_token is not None  # noqa: S101  # checked by the caller
+        now = self._clock()
+        if tokens.token_expires_at is not None and tokens.token_expires_at <= now:
+            # An expired Instagram User token cannot be refreshed: only a new login brings it back.
+            raise MetaTokenInvalidError(
+                "The Instagram token expired before it was refreshed; the account must be reconnected",
+                meta_code=190,
+                meta_subcode=463,
+            )
+        issued = tokens.token_issued_at
+        if issued is not None and now - issued < INSTAGRAM_LOGIN_MIN_TOKEN_AGE:
+            log.info("refresh.too_young", extra={**job.log_extra(), "token_issued_at": issued})
+            return Refreshed()
+        if self._instagram is None:
+            raise ProviderNotConfiguredError(
+                "This integration was connected through Instagram Login, which this worker is not configured "
+                "for (INSTAGRAM_LOGIN_APP_ID, INSTAGRAM_LOGIN_APP_SECRET)."
+            )
+        refreshed = await self._instagram.refresh_token(tokens.user_token)
+        new_expires = now + timedelta(seconds=refreshed.expires_in) if refreshed.expires_in else None
+        warning = health.check(
+            now=now,
+            old_expires_at=tokens.token_expires_at,
+            new_expires_at=new_expires,
+            data_access_expires_at=None,
+            window=self._window,
+        )
+        return Refreshed(
+            user_token=refreshed.token,
+            page_token=refreshed.token,  # the messaging token of an Instagram Login integration is the same
+            token_expires_at=new_expires,
             warning=warning,
             token_version=tokens.token_version,
             token_digest=tokens.token_digest,

@@ -37,8 +37,10 @@ from instagram_dm.backoff import Backoff
 from instagram_dm.db import rpc
 from instagram_dm.db.port import Database
 from instagram_dm.graph import (
+    INSTAGRAM_LOGIN,
     GraphClient,
     GraphError,
+    InstagramLoginClient,
     MetaRateLimitedError,
     MetaTokenInvalidError,
     MetaTransientError,
@@ -77,7 +79,7 @@ class SendJob(Job):
     message_id: str
     imo_id: str
     integration_id: str
-    page_id: str
+    page_id: str | None  # None for an account connected through Instagram Login (no Page)
     recipient_id: str
     text: str | None
     attachment: Mapping[str, Any] | None
@@ -97,7 +99,7 @@ class SendJob(Job):
             message_id=str(row["message_id"]),
             imo_id=str(row["imo_id"]),
             integration_id=str(row["integration_id"]),
-            page_id=str(row["page_id"]),
+            page_id=None if row.get("page_id") is None else str(row["page_id"]),
             recipient_id=str(row["recipient_id"]),
             text=row.get("text"),
             attachment=attachment if isinstance(attachment, Mapping) else None,
@@ -162,14 +164,17 @@ class SendKind:
         backoff: Backoff | None = None,
         share: float = 0.5,
         clock: Callable[[], datetime] = utcnow,
+        instagram_login: InstagramLoginClient | None = None,
     ) -> None:
         self._db = db
         self._graph = graph
+        self._instagram = instagram_login
         self._key = key
         self._previous_key = previous_key
         self._clock = clock
         self._backoff = backoff or Backoff(base=2.0, cap=300.0)
-        self._tokens: dict[str, tuple[str, str | None]] = {}  # integration -> (token_version, page token)
+        # integration -> (token_version, messaging token, provider, Instagram account id)
+        self._tokens: dict[str, tuple[str, str | None, str, str | None]] = {}
         self.rules = RetryRules(backoff=self._backoff)
         self.share = share
         self.missed_slots = 0  # slots this worker woke too late for (and exchanged)
@@ -223,10 +228,11 @@ class SendKind:
         return {"outcome": "retry", "run_at": (run_at or self._clock()).isoformat(), "error_code": code,
                 "error_message": message}  # fmt: skip
 
-    async def _page_token(self, job: SendJob, worker_id: str) -> str | None:
+    async def _page_token(self, job: SendJob, worker_id: str) -> tuple[str | None, str, str | None]:
+        """The messaging token, the integration's provider and its Instagram account (cached per version)."""
         cached = self._tokens.get(job.integration_id)
         if cached is not None and cached[0] == job.token_version:
-            return cached[1]
+            return cached[1], cached[2], cached[3]
         token = await rpc.send_token(
             self._db,
             integration_id=job.integration_id,
@@ -234,20 +240,41 @@ class SendKind:
             key=self._key,
             previous_key=self._previous_key,
         )
-        self._tokens[job.integration_id] = (token.token_version, token.page_token)
-        return token.page_token
+        self._tokens[job.integration_id] = (
+            token.token_version,
+            token.page_token,
+            token.provider,
+            token.account_id,
+        )
+        return token.page_token, token.provider, token.account_id
 
     async def _send(self, job: SendJob, worker_id: str) -> dict[str, Any]:
-        page_token = await self._page_token(job, worker_id)
+        page_token, provider, account_id = await self._page_token(job, worker_id)
         if not page_token:
             return {
                 "outcome": "reauth",
                 "error_code": "no_token",
                 "error_message": "The account has no Page token.",
             }
+        # The integration's provider says where the message goes: graph.facebook.com from its Page, or
+        # graph.instagram.com from the Instagram account (Bearer), for Instagram Login.
+        client: GraphClient | InstagramLoginClient = self._graph
+        sender = job.page_id
+        if provider == INSTAGRAM_LOGIN:
+            if self._instagram is None:
+                return self._not_sent(
+                    job, "provider_not_configured", "This worker is not configured for Instagram Login."
+                )
+            client, sender = self._instagram, account_id
+        if sender is None:
+            return {
+                "outcome": "failed",
+                "error_code": "no_sender",
+                "error_message": "The account has no sender id.",
+            }
         try:
-            sent = await self._graph.send_message(
-                job.page_id,
+            sent = await client.send_message(
+                sender,
                 page_token,
                 recipient_id=job.recipient_id,
                 text=job.text,
