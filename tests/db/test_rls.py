@@ -30,6 +30,8 @@ APP_FACING_FUNCTIONS = {
     "instagram_upsert_template",
     "instagram_delete_template",
     "instagram_render_template",
+    "instagram_list_templates",
+    "instagram_messaging_access",
 }
 # Tables an authenticated user may read that have no imo_id: their own IMOs, and the plans catalogue.
 READABLE_WITHOUT_IMO_ID = {"public.imos", "public.subscription_plans"}
