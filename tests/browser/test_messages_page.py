@@ -29,8 +29,9 @@ async def sign_in(page: Any, url: str, user: str) -> None:
 
 
 async def test_admin_walks_connect_receive_reply_window_disconnect(live: str, page_for: PageFactory) -> None:
-    """The demo admin connects, sees a DM arrive with its badge, reads it, replies (queued → sent → read), is
-    refused outside the 24-hour window with the reason, and disconnects — with no console error."""
+    """The demo admin connects, sees a DM arrive with its badge, opens it (badge clears), replies with a template
+    (queued → sent → read, then a reaction), is refused outside the 24-hour window with the reason, and
+    disconnects — with no console error."""
     page, console = await page_for()
     await sign_in(page, live, "admin")
     await page.wait_for_selector("#connect")
@@ -59,13 +60,22 @@ async def test_admin_walks_connect_receive_reply_window_disconnect(live: str, pa
     assert (await page.inner_text("#window-note")).startswith("You can reply for ")
     await shot(page, "05-opened")
 
+    await page.click(
+        "#add-templates"
+    )  # instagram_upsert_template, then rendered by instagram_render_template
+    await page.wait_for_selector("#template option:text('Welcome')", state="attached")
+    await page.select_option("#template", label="Welcome")
+    await page.wait_for_function(
+        "document.getElementById('reply').value.includes('reaching out to Demo Agency')"
+    )
     await page.evaluate(RECORD_STATUSES)
-    await page.fill("#reply", "Thanks! Yes, 3 pm works.")
     await page.click("#send")
     await page.wait_for_selector("li.msg.outbound[data-status=sent]")
     await shot(page, "06-reply-sent")
     await page.click("#sb-read")
     await page.wait_for_selector("li.msg.outbound[data-status=read]")
+    await page.click("#sb-react")
+    await page.wait_for_selector("li.msg.outbound .reactions >> text=❤️")
     await shot(page, "07-reply-read")
     seen = await page.evaluate("window.__statuses")
     assert seen[0] == "queued" and seen[-1] == "read" and "sent" in seen, seen
@@ -95,15 +105,18 @@ async def test_admin_walks_connect_receive_reply_window_disconnect(live: str, pa
 async def test_member_sees_the_inbox_without_connect_or_disconnect(
     live: str, page_for: PageFactory, pg: asyncpg.Connection, sandbox: Any
 ) -> None:
-    """A member (not an admin) sees the connected account and conversations, on a phone too, but no connect
-    or disconnect button."""
+    """A member (not an admin) sees the connected account and an image DM, on a phone, but no connect or
+    disconnect button."""
     await create_integrations(pg, sandbox, 1, webhook_subscribed=True)
     page, _ = await page_for(PHONE)
     await sign_in(page, live, "member")
     await page.wait_for_selector("[data-account] [data-status=connected]")
+    await page.select_option("#sb-kind", "image")
     await page.click("#sb-dm")
     await page.click("li.conversation")
-    await page.wait_for_selector("li.msg.inbound")
+    image = page.locator("li.msg.inbound .attachment img")
+    await image.wait_for()
+    await page.wait_for_function("document.querySelector('li.msg.inbound .attachment img').naturalWidth > 0")
     assert await page.locator("#connect, [data-disconnect]").count() == 0
     assert await page.inner_text("#who-role") == "member"
     await shot(page, "10-member-phone")

@@ -130,15 +130,15 @@ function renderAccounts() {
   for (const a of rows) {
     const chip = a.status === 'connected' ? 'ok' : a.status === 'reauth_required' ? 'warn' : 'bad';
     const expiry = a.token_expires_at
-      ? `token expires in ${span(Date.parse(a.token_expires_at) - now())} (renewed automatically)` : 'token does not expire';
+      ? `token expires in ${span(Date.parse(a.token_expires_at) - now())}` : 'token does not expire';
     const access = a.data_access_expires_at
-      ? ` · data access for ${span(Date.parse(a.data_access_expires_at) - now())}` : '';
+      ? ` · data access ${span(Date.parse(a.data_access_expires_at) - now())}` : '';
     parts.push(`<div class="account" data-account="${esc(a.id)}">` +
       `<span class="avatar" aria-hidden="true">${initials(a.instagram_username)}</span>` +
       `<div class="meta"><div><strong>@${esc(a.instagram_username)}</strong> ` +
       `<span class="chip ${chip}" data-status="${esc(a.status)}">${esc(a.status.replace('_', ' '))}</span></div>` +
       `<div class="small muted">${esc(a.facebook_page_name || '')}</div>` +
-      `<div class="small muted" data-expiry>${esc(expiry + access)}</div></div>` +
+      `<div class="small muted" data-expiry title="renewed automatically before it lapses">${esc(expiry + access)}</div></div>` +
       (isAdmin ? `<button type="button" class="danger small" data-disconnect="${esc(a.id)}">Disconnect</button>` : '') +
       '</div>');
   }
@@ -156,7 +156,7 @@ function renderConversation(c) {
   return `<li class="conversation${unread ? ' unread' : ''}${c.id === state.selected ? ' selected' : ''}" ` +
     `data-conversation="${esc(c.id)}" tabindex="0">${avatar(p)}<div class="body">` +
     `<div class="line"><span class="name">${esc(name)}</span><span class="small muted">${esc(shortTime(c.last_message_at))}</span></div>` +
-    `<div class="line"><span class="small muted">${p.username ? '@' + esc(p.username) : ''}</span>` +
+    `<div class="line"><span class="small muted username">${p.username ? '@' + esc(p.username) : ''}</span>` +
     (c.recruiting_lead_id ? `<span class="lead" title="recruiting lead ${esc(c.recruiting_lead_id)}">● lead</span>` : '') + '</div>' +
     `<div class="line"><span class="preview">${esc(c.last_message_preview || '')}</span>` +
     (unread ? `<span class="badge" data-unread="${esc(c.unread_count)}">${esc(c.unread_count)}</span>` : '') +
@@ -275,7 +275,7 @@ function render() {
   $('conversations').innerHTML = data.conversations.map(renderConversation).join('') ||
     '<li class="empty-list">No conversations yet. Use the sandbox panel: "A prospect sends a DM".</li>';
   const u = data.usage;
-  $('usage').textContent = u ? `${u.messages_sent} sent · ${u.remaining} left this month` : '';
+  $('usage').textContent = u ? `${u.messages_sent} sent this month · ${u.remaining} left` : '';
   renderThread();
 }
 
