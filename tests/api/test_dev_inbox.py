@@ -139,7 +139,8 @@ async def test_retry_of_a_bad_id_is_a_readable_400(dev_api: str) -> None:
 
 @pytest.mark.parametrize("cookie", [None, "root", "service_role"])
 async def test_without_a_demo_user_nothing_is_answered(dev_api: str, cookie: str | None) -> None:
-    """No cookie, or one naming no demo user, is 401 not_signed_in on the data routes; /dev/session says who may sign in."""
+    """No cookie, or one naming no demo user, is 401 not_signed_in on the data routes; /dev/session lists who
+    may sign in."""
     cookies = {"ig_dev_user": cookie} if cookie else {}
     async with httpx.AsyncClient(base_url=dev_api, timeout=10, cookies=cookies) as http:
         inbox = await http.get("/dev/api/inbox")
@@ -164,7 +165,7 @@ async def test_a_members_disconnect_is_refused_by_the_rpc(
     dev_api: str, sandbox: Any, pg: asyncpg.Connection
 ) -> None:
     """The member's disconnect runs as the member, so instagram_disconnect refuses it and the account stays."""
-    [connected] = await create_integrations(pg, sandbox, 1)
+    await create_integrations(pg, sandbox, 1)
     async with signed_in(dev_api, "member") as http:
         [account] = (await http.get("/dev/api/inbox")).json()["accounts"]
         response = await http.post("/dev/api/disconnect", json={"integration_id": account["id"]})
