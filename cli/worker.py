@@ -26,6 +26,7 @@ from worker import signals
 from worker.keys import check_keys
 from worker.kinds.profiles import ProfileKind
 from worker.kinds.refresh import FacebookLoginRefresher, RefreshKind, refresh_rules
+from worker.kinds.scheduled import ScheduledDispatch
 from worker.kinds.send import SendKind
 from worker.kinds.unsubscribe import UnsubscribeKind
 from worker.kinds.webhooks import WebhookKind
@@ -128,7 +129,7 @@ async def _run_worker(settings: Settings, options: WorkerOptions, backoff: Backo
             ]
             # The app's sending RPCs run in the database (PostgREST has no environment): they read these.
             await rpc.settings_apply(db, settings=sending_settings(settings))
-            worker = Worker(db, kinds, options=options)
+            worker = Worker(db, kinds, timers=[ScheduledDispatch(db)], options=options)
             reporter = asyncio.create_task(report_calls_forever(db, meter), name="usage-report")
             try:
                 with signals.on_stop(worker.on_signal):

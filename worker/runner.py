@@ -6,6 +6,9 @@ idle. The loop wakes on a NOTIFY on any kind's channel (one LISTEN connection fo
 finished job, the poll interval, or a stop request. Outcomes are written in batches per kind: every
 completion gathered since the last pass goes in one complete call; failures one by one.
 
+Timers (`worker.timers`) run beside the kinds: work due at a time, such as scheduled messages, each in a
+task of its own that fires when its work is due, on a NOTIFY on its channel, or at the poll interval.
+
 Shutdown (`request_stop`, SIGTERM/SIGINT via `worker.signals`): stop claiming, give in-flight jobs
 ``grace_period`` seconds, cancel the rest and hand them back through each kind's release RPC (no
 attempt charged). A second signal cuts the grace period short. A crash loses nothing either: leases
@@ -33,6 +36,7 @@ from instagram_dm import errors, usage
 from instagram_dm.db.port import Database
 from worker import retry
 from worker.queue import Done, Failed, Job, JobId, JobKind, Outcome, Queue, utcnow
+from worker.timers import Timer
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +48,9 @@ FATAL_ERRORS: tuple[type[errors.InstagramDMError], ...] = (
     errors.ForbiddenError,
     errors.AuthError,
 )
+
+#: A timer whose work is due already (held by another worker) is fired again after this many seconds.
+TIMER_MIN_DELAY = 0.2
 
 
 def default_worker_id() -> str:
@@ -102,6 +109,7 @@ class Worker:
         db: Database,
         kinds: Sequence[JobKind[Any]],
         *,
+        timers: Sequence[Timer] = (),
         options: WorkerOptions | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
@@ -114,10 +122,11 @@ class Worker:
         self.options = options or WorkerOptions()
         self._clock = clock
         self._lanes = [_Lane(kind, db, self.options) for kind in kinds]
-        channels = [k.channel for k in kinds]
+        channels = [k.channel for k in kinds] + [t.channel for t in timers]
         if len(set(channels)) != len(channels):
-            raise errors.ConfigError(f"job kinds must have distinct NOTIFY channels: {channels}")
+            raise errors.ConfigError(f"job kinds and timers must have distinct NOTIFY channels: {channels}")
         self._by_channel = {lane.kind.channel: lane for lane in self._lanes}
+        self._timers = {timer.channel: (timer, asyncio.Event()) for timer in timers}
         self._stop = asyncio.Event()
         self._force = asyncio.Event()
         self._wake = asyncio.Event()
@@ -167,21 +176,28 @@ class Worker:
             "worker.started",
             extra=self._extra(
                 kinds=[lane.kind.name for lane in self._lanes],
+                timers=[timer.name for timer, _ in self._timers.values()],
                 concurrency=opts.concurrency,
                 poll_interval=opts.poll_interval,
                 lease_seconds=opts.lease_seconds,
                 listen=listening,
             ),
         )
-        listener = asyncio.create_task(self._listen(), name="worker-listen") if listening else None
+        helpers = [asyncio.create_task(self._listen(), name="worker-listen")] if listening else []
+        helpers += [
+            asyncio.create_task(self._run_timer(timer, wake), name=f"timer-{timer.name}")
+            for timer, wake in self._timers.values()
+        ]
         try:
             await self._loop()
         finally:
-            if listener is not None:
-                listener.cancel()
-                # Whatever became of the LISTEN task, it must not keep the jobs from being handed back.
+            for helper in helpers:
+                helper.cancel()
+            # Whatever became of the LISTEN and timer tasks, they must not keep the jobs from being handed
+            # back (a timer's work is one transaction: cancelled, it rolls back).
+            for helper in helpers:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await listener
+                    await helper
             await self._shutdown()
         log.info("worker.stopped", extra=self._extra(exit_code=self._exit_code, **self.stats))
         return self._exit_code
@@ -391,11 +407,32 @@ class Worker:
     def _idle(self) -> bool:
         return all(lane.drained and not lane.tasks and not lane.outcomes for lane in self._lanes)
 
+    # ---- timers ------------------------------------------------------------------------------------
+
+    async def _run_timer(self, timer: Timer, wake: asyncio.Event) -> None:
+        """Fire `timer` when it is due, on a NOTIFY on its channel, or at the poll interval."""
+        while not self._stop.is_set():
+            wake.clear()
+            delay = self.options.poll_interval
+            try:
+                due = await timer.fire()
+            except FATAL_ERRORS as exc:
+                self._fatal(exc)
+                return
+            except errors.InstagramDMError as exc:
+                log.warning("timer.failed", extra=self._extra(timer=timer.name, error_code=exc.code))
+            else:
+                if due is not None:
+                    # Never a busy loop: rows already due but held by another worker's dispatch come back soon.
+                    delay = min(delay, max(TIMER_MIN_DELAY, (due - self._clock()).total_seconds()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), timeout=delay)
+
     # ---- wake-ups --------------------------------------------------------------------------------
 
     async def _listen(self) -> None:
         """Wake the loop (and the kind) on every NOTIFY; reconnect after losing the LISTEN connection."""
-        channels = list(self._by_channel)
+        channels = [*self._by_channel, *self._timers]
         while not self._stop.is_set():
             try:
                 notifications = await self._db.listen(channels)
@@ -412,6 +449,8 @@ class Worker:
                     if lane is not None:
                         lane.want_claim = True
                         self._wake.set()
+                    elif notification.channel in self._timers:
+                        self._timers[notification.channel][1].set()
             except Exception as exc:
                 log.warning("worker.listen_lost", extra=self._extra(error=type(exc).__name__))
                 await asyncio.sleep(min(1.0, self.options.poll_interval))

@@ -91,6 +91,7 @@ __all__ = [
     "CATALOGUE",
     "AccountToStore",
     "Disconnected",
+    "Dispatched",
     "Health",
     "IntegrationStatus",
     "IntegrationTokens",
@@ -108,6 +109,7 @@ __all__ = [
     "StoredIntegration",
     "UnsubscribeToken",
     "WebhookIngested",
+    "cancel_scheduled_message",
     "delete_template",
     "disconnect",
     "health",
@@ -116,7 +118,11 @@ __all__ = [
     "key_check",
     "list_conversations",
     "list_messages",
+<<<<<<< HEAD
     "list_templates",
+=======
+    "list_scheduled_messages",
+>>>>>>> main
     "mark_conversation_read",
     "messaging_access",
     "oauth_state_consume",
@@ -125,8 +131,11 @@ __all__ = [
     "refresh_enqueue",
     "refresh_enqueue_one",
     "render_template",
+    "reschedule_message",
     "retry_message",
     "rotate_key_batch",
+    "schedule_message",
+    "scheduled_dispatch",
     "send_message",
     "send_reslot",
     "send_token",
@@ -897,6 +906,7 @@ async def render_template(
     return _object(result, "instagram_render_template")
 
 
+<<<<<<< HEAD
 async def list_templates(db: Database, user: ActingUser, *, imo_id: str) -> list[Mapping[str, Any]]:
     """``instagram_list_templates``, as `user`: the IMO's active templates by name (``[]`` for non-members)."""
     result = await db.rpc_as_user(user, "instagram_list_templates", {"p_imo_id": imo_id})
@@ -930,6 +940,80 @@ async def messaging_access(db: Database, user: ActingUser, *, imo_id: str) -> Me
     """``instagram_messaging_access``, as `user`: NotFoundError ``not_found`` unless they are a member."""
     result = await db.rpc_as_user(user, "instagram_messaging_access", {"p_imo_id": imo_id})
     return MessagingAccess.from_json(_object(result, "instagram_messaging_access"))
+=======
+async def schedule_message(
+    db: Database,
+    user: ActingUser,
+    *,
+    conversation_id: str,
+    send_at: datetime,
+    text: str | None = None,
+    template_id: str | None = None,
+    variables: Mapping[str, str] | None = None,
+) -> Mapping[str, Any]:
+    """``instagram_schedule_message``, as `user`: the scheduled message (status ``scheduled``)."""
+    result = await db.rpc_as_user(
+        user,
+        "instagram_schedule_message",
+        {
+            "p_conversation_id": conversation_id,
+            "p_send_at": send_at,
+            "p_text": text,
+            "p_template_id": template_id,
+            "p_variables": dict(variables or {}),
+        },
+    )
+    return _object(result, "instagram_schedule_message")
+
+
+async def cancel_scheduled_message(db: Database, user: ActingUser, *, id: str) -> Mapping[str, Any]:
+    """``instagram_cancel_scheduled_message``, as `user`: the message, cancelled (or ``not_cancellable``)."""
+    result = await db.rpc_as_user(user, "instagram_cancel_scheduled_message", {"p_id": id})
+    return _object(result, "instagram_cancel_scheduled_message")
+
+
+async def reschedule_message(
+    db: Database, user: ActingUser, *, id: str, send_at: datetime
+) -> Mapping[str, Any]:
+    """``instagram_reschedule_message``, as `user`: the message at its new time (or ``not_reschedulable``)."""
+    result = await db.rpc_as_user(user, "instagram_reschedule_message", {"p_id": id, "p_send_at": send_at})
+    return _object(result, "instagram_reschedule_message")
+
+
+async def list_scheduled_messages(
+    db: Database, user: ActingUser, *, conversation_id: str, include_finished: bool = False
+) -> list[Mapping[str, Any]]:
+    """``instagram_list_scheduled_messages``, as `user`: the conversation's scheduled messages, soonest first."""
+    result = await db.rpc_as_user(
+        user,
+        "instagram_list_scheduled_messages",
+        {"p_conversation_id": conversation_id, "p_include_finished": include_finished},
+    )
+    return _array(result, "instagram_list_scheduled_messages")
+
+
+@dataclass(frozen=True)
+class Dispatched:
+    """What one dispatch of due scheduled messages did, and when the next one is due."""
+
+    dispatched: int
+    failed: int
+    next_due_at: datetime | None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Dispatched:
+        return cls(
+            dispatched=_int(data, "dispatched"),
+            failed=_int(data, "failed"),
+            next_due_at=_opt_datetime(data, "next_due_at"),
+        )
+
+
+async def scheduled_dispatch(db: Database, *, limit: int) -> Dispatched:
+    """``instagram_scheduled_dispatch_v1``: up to `limit` due scheduled messages handed to the send path."""
+    result = await db.rpc("instagram_scheduled_dispatch_v1", {"p_limit": limit})
+    return Dispatched.from_json(_object(result, "instagram_scheduled_dispatch_v1"))
+>>>>>>> main
 
 
 #: Every function of this module, for the catalogue test against pg_proc.
@@ -962,6 +1046,14 @@ CATALOGUE: tuple[Callable[..., Awaitable[object]], ...] = (
     upsert_template,
     delete_template,
     render_template,
+<<<<<<< HEAD
     list_templates,
     messaging_access,
+=======
+    schedule_message,
+    cancel_scheduled_message,
+    reschedule_message,
+    list_scheduled_messages,
+    scheduled_dispatch,
+>>>>>>> main
 )

@@ -32,6 +32,10 @@ APP_FACING_FUNCTIONS = {
     "instagram_render_template",
     "instagram_list_templates",
     "instagram_messaging_access",
+    "instagram_schedule_message",
+    "instagram_cancel_scheduled_message",
+    "instagram_reschedule_message",
+    "instagram_list_scheduled_messages",
 }
 # Tables an authenticated user may read that have no imo_id: their own IMOs, and the plans catalogue.
 READABLE_WITHOUT_IMO_ID = {"public.imos", "public.subscription_plans"}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
@@ -25,6 +25,7 @@ from worker.kinds.refresh import FacebookLoginRefresher, RefreshKind, refresh_ru
 from worker.kinds.unsubscribe import UnsubscribeKind
 from worker.queue import JobKind
 from worker.runner import Worker, WorkerOptions
+from worker.timers import Timer
 
 KEY = "worker-test-key-0123456789-abcdefghijklmnop"
 DAY = 86_400
@@ -116,11 +117,13 @@ def make_worker(
     key: str = KEY,
     previous_key: str | None = None,
     kinds: list[JobKind[Any]] | None = None,
+    timers: Sequence[Timer] = (),
     **options: Any,
 ) -> Worker:
     """A worker running both kinds with test-speed options (`options` override FAST's fields)."""
     opts = WorkerOptions(**{**FAST.__dict__, "worker_id": f"test-{time.monotonic_ns()}", **options})
-    return Worker(db, kinds or make_kinds(db, graph, key=key, previous_key=previous_key), options=opts)
+    kinds = kinds or make_kinds(db, graph, key=key, previous_key=previous_key)
+    return Worker(db, kinds, timers=timers, options=opts)
 
 
 async def run_until(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 import pytest
@@ -255,3 +256,60 @@ def test_two_kinds_on_one_channel_are_refused() -> None:
 
     with pytest.raises(errors.ConfigError, match="channels"):
         Worker(MemoryQueue(available=[]), [FakeKind(), Other()], options=OPTIONS)
+
+
+class FakeTimer:
+    """A timer that raises `errors` in turn, then records each fire and says it is due again `every` s."""
+
+    name = "fake-timer"
+    channel = "fake_timer"
+
+    def __init__(self, *, every: float, raises: Sequence[Exception] = ()) -> None:
+        self.every = every
+        self.raises = list(raises)
+        self.fired: list[float] = []
+
+    async def fire(self) -> datetime:
+        loop = asyncio.get_running_loop()
+        if self.raises:
+            raise self.raises.pop(0)
+        self.fired.append(loop.time())
+        return datetime.now(UTC) + timedelta(seconds=self.every)
+
+
+SLOW_POLL = WorkerOptions(**{**OPTIONS.__dict__, "poll_interval": 30.0})
+
+
+async def test_a_timer_fires_at_the_time_it_asked_for_not_the_poll_interval() -> None:
+    """A timer due every 0.25 s fires about every 0.25 s although the poll interval is 30 s."""
+    timer = FakeTimer(every=0.25)
+    worker = Worker(MemoryQueue(available=[]), [FakeKind()], timers=[timer], options=SLOW_POLL)
+    task = asyncio.create_task(worker.run())
+    await asyncio.sleep(1.2)
+    worker.request_stop()
+    assert await asyncio.wait_for(task, 5) == 0
+    gaps = [b - a for a, b in zip(timer.fired, timer.fired[1:], strict=False)]
+    assert len(timer.fired) >= 4 and all(0.2 <= g <= 0.45 for g in gaps), gaps
+
+
+async def test_a_timer_outage_is_retried_and_a_fatal_error_stops_the_worker() -> None:
+    """The database unavailable for a timer: it fires again at the poll interval; a missing RPC stops the
+    worker with exit status 1."""
+    flaky = FakeTimer(every=10, raises=[errors.DatabaseUnavailableError("down")])
+    worker = Worker(MemoryQueue(available=[]), [FakeKind()], timers=[flaky], options=OPTIONS)
+    task = asyncio.create_task(worker.run())
+    await asyncio.sleep(0.3)
+    worker.request_stop()
+    assert await asyncio.wait_for(task, 5) == 0
+    assert len(flaky.fired) >= 1 and not flaky.raises
+    broken = FakeTimer(every=10, raises=[errors.RPCNotFoundError("no such function")])
+    worker = Worker(MemoryQueue(available=[]), [FakeKind()], timers=[broken], options=SLOW_POLL)
+    assert await asyncio.wait_for(worker.run(), 5) == 1
+
+
+def test_a_timer_may_not_share_a_kinds_channel() -> None:
+    """A timer listening on a kind's NOTIFY channel is a configuration error."""
+    timer = FakeTimer(every=1)
+    timer.channel = FakeKind.channel
+    with pytest.raises(errors.ConfigError, match="distinct NOTIFY"):
+        Worker(MemoryQueue(available=[]), [FakeKind()], timers=[timer], options=OPTIONS)
