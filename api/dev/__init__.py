@@ -2,8 +2,8 @@
 
 ``/dev`` is a Messages page a recruiter would recognise: sign in as a seeded demo user, connect an
 Instagram account through the sandbox's consent page, see conversations arrive live, open one, reply,
-watch queued → sent → read, insert templates; a sandbox panel makes the Meta stand-in act as a prospect
-or as Meta. Modules: :mod:`~api.dev.session` (the demo sign-in and the user the RPCs run as),
+watch queued → sent → read, insert templates, schedule for later; a sandbox panel makes the Meta
+stand-in act as a prospect or as Meta. Modules: :mod:`~api.dev.session` (the demo sign-in and the user the RPCs run as),
 :mod:`~api.dev.pages` (HTML and the static files), :mod:`~api.dev.data` (the JSON the page polls and its
 actions, all through the app-facing RPCs as the user), :mod:`~api.dev.sandbox_panel` (the sandbox panel).
 """
@@ -32,6 +32,9 @@ def routes() -> list[Route]:
         Route("/dev/api/retry", data.retry, methods=["POST"]),
         Route("/dev/api/render", data.render, methods=["POST"]),
         Route("/dev/api/templates/samples", data.sample_templates, methods=["POST"]),
+        Route("/dev/api/schedule", data.schedule, methods=["POST"]),
+        Route("/dev/api/scheduled/cancel", data.cancel_scheduled, methods=["POST"]),
+        Route("/dev/api/scheduled/reschedule", data.reschedule, methods=["POST"]),
         Route("/dev/api/disconnect", data.disconnect, methods=["POST"]),
         Route("/dev/sandbox/dm", sandbox_panel.prospect_dm, methods=["POST"]),
         Route("/dev/sandbox/read", sandbox_panel.prospect_reads, methods=["POST"]),

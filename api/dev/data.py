@@ -76,10 +76,11 @@ async def inbox(request: Request) -> Response:
     body["accounts"] = [_jsonable(asdict(a)) for a in accounts]
     body["conversations"] = await rpc.list_conversations(res.db, user, imo_id=demo.imo_id, limit=50)
     wanted = request.query_params.get("conversation_id")
+    body["scheduled"] = []
     if wanted:
-        body["messages"] = await rpc.list_messages(
-            res.db, user, conversation_id=_uuid(wanted, "conversation_id"), limit=100
-        )
+        conversation_id = _uuid(wanted, "conversation_id")
+        body["messages"] = await rpc.list_messages(res.db, user, conversation_id=conversation_id, limit=100)
+        body["scheduled"] = await rpc.list_scheduled_messages(res.db, user, conversation_id=conversation_id)
     body["templates"] = await rpc.list_templates(res.db, user, imo_id=demo.imo_id)
     body["usage"] = await rpc.usage_summary(res.db, user, imo_id=demo.imo_id)
     return JSONResponse(_jsonable(body))
@@ -142,6 +143,53 @@ async def sample_templates(request: Request) -> Response:
         if name not in existing
     ]
     return JSONResponse({"added": len(added)})
+
+
+def _when(value: object) -> datetime:
+    try:
+        when = datetime.fromisoformat(str(value))
+    except ValueError:
+        raise errors.BadRequestError("send_at must be an ISO 8601 time.", code="invalid_send_at") from None
+    if when.tzinfo is None:
+        raise errors.BadRequestError("send_at needs a time zone.", code="invalid_send_at")
+    return when
+
+
+async def schedule(request: Request) -> Response:
+    """``POST /dev/api/schedule {conversation_id, send_at, text? | template_id?}``: ``instagram_schedule_message``."""
+    body = await read_json_object(request)
+    conversation_id = _uuid(body.get("conversation_id"), "conversation_id")
+    template_id = _uuid(body["template_id"], "template_id") if body.get("template_id") else None
+    text = body.get("text")
+    _, user = await acting_user(request)
+    scheduled = await rpc.schedule_message(
+        resources(request).db,
+        user,
+        conversation_id=conversation_id,
+        send_at=_when(body.get("send_at")),
+        text=text if isinstance(text, str) and template_id is None else None,
+        template_id=template_id,
+    )
+    return JSONResponse(_jsonable(scheduled))
+
+
+async def cancel_scheduled(request: Request) -> Response:
+    """``POST /dev/api/scheduled/cancel {id}``: ``instagram_cancel_scheduled_message``."""
+    scheduled_id = _uuid((await read_json_object(request)).get("id"), "id")
+    _, user = await acting_user(request)
+    result = await rpc.cancel_scheduled_message(resources(request).db, user, id=scheduled_id)
+    return JSONResponse(_jsonable(result))
+
+
+async def reschedule(request: Request) -> Response:
+    """``POST /dev/api/scheduled/reschedule {id, send_at}``: ``instagram_reschedule_message``."""
+    body = await read_json_object(request)
+    scheduled_id = _uuid(body.get("id"), "id")
+    _, user = await acting_user(request)
+    result = await rpc.reschedule_message(
+        resources(request).db, user, id=scheduled_id, send_at=_when(body.get("send_at"))
+    )
+    return JSONResponse(_jsonable(result))
 
 
 async def disconnect(request: Request) -> Response:

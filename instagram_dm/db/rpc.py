@@ -118,11 +118,8 @@ __all__ = [
     "key_check",
     "list_conversations",
     "list_messages",
-<<<<<<< HEAD
-    "list_templates",
-=======
     "list_scheduled_messages",
->>>>>>> main
+    "list_templates",
     "mark_conversation_read",
     "messaging_access",
     "oauth_state_consume",
@@ -906,7 +903,6 @@ async def render_template(
     return _object(result, "instagram_render_template")
 
 
-<<<<<<< HEAD
 async def list_templates(db: Database, user: ActingUser, *, imo_id: str) -> list[Mapping[str, Any]]:
     """``instagram_list_templates``, as `user`: the IMO's active templates by name (``[]`` for non-members)."""
     result = await db.rpc_as_user(user, "instagram_list_templates", {"p_imo_id": imo_id})
@@ -940,7 +936,8 @@ async def messaging_access(db: Database, user: ActingUser, *, imo_id: str) -> Me
     """``instagram_messaging_access``, as `user`: NotFoundError ``not_found`` unless they are a member."""
     result = await db.rpc_as_user(user, "instagram_messaging_access", {"p_imo_id": imo_id})
     return MessagingAccess.from_json(_object(result, "instagram_messaging_access"))
-=======
+
+
 async def schedule_message(
     db: Database,
     user: ActingUser,
@@ -1013,7 +1010,6 @@ async def scheduled_dispatch(db: Database, *, limit: int) -> Dispatched:
     """``instagram_scheduled_dispatch_v1``: up to `limit` due scheduled messages handed to the send path."""
     result = await db.rpc("instagram_scheduled_dispatch_v1", {"p_limit": limit})
     return Dispatched.from_json(_object(result, "instagram_scheduled_dispatch_v1"))
->>>>>>> main
 
 
 #: Every function of this module, for the catalogue test against pg_proc.
@@ -1046,14 +1042,11 @@ CATALOGUE: tuple[Callable[..., Awaitable[object]], ...] = (
     upsert_template,
     delete_template,
     render_template,
-<<<<<<< HEAD
     list_templates,
     messaging_access,
-=======
     schedule_message,
     cancel_scheduled_message,
     reschedule_message,
     list_scheduled_messages,
     scheduled_dispatch,
->>>>>>> main
 )

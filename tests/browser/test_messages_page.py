@@ -1,5 +1,6 @@
 """The Messages page as a person uses it, in Chromium: sign in, connect through the sandbox's consent page,
-receive a DM live, open it, reply and watch it go queued → sent → read, meet the 24-hour window, disconnect;
+receive a DM live, open it, reply and watch it go queued → sent → read, schedule a reply, meet the 24-hour
+window, disconnect;
 what a member and a Starter-plan admin see instead."""
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ async def sign_in(page: Any, url: str, user: str) -> None:
 
 async def test_admin_walks_connect_receive_reply_window_disconnect(live: str, page_for: PageFactory) -> None:
     """The demo admin connects, sees a DM arrive with its badge, opens it (badge clears), replies with a template
-    (queued → sent → read, then a reaction), is refused outside the 24-hour window with the reason, and
-    disconnects — with no console error."""
+    (queued → sent → read, then a reaction), schedules one that goes out by itself, is refused outside the
+    24-hour window with the reason, and disconnects — with no console error."""
     page, console = await page_for()
     await sign_in(page, live, "admin")
     await page.wait_for_selector("#connect")
@@ -80,6 +81,12 @@ async def test_admin_walks_connect_receive_reply_window_disconnect(live: str, pa
     seen = await page.evaluate("window.__statuses")
     assert seen[0] == "queued" and seen[-1] == "read" and "sent" in seen, seen
 
+    await page.fill("#reply", "See you at 3 pm! 📅")
+    await page.select_option("#schedule-when", "10")
+    await page.click("#schedule")  # instagram_schedule_message; the worker sends it at its time
+    await page.wait_for_selector("#scheduled li[data-status=scheduled] >> text=See you at 3 pm")
+    await shot(page, "08-scheduled")
+
     await page.select_option("#sb-person", "2")
     await page.select_option("#sb-ago", "48")
     await page.fill("#sb-text", "Sorry for the late reply, still interested?")
@@ -94,12 +101,17 @@ async def test_admin_walks_connect_receive_reply_window_disconnect(live: str, pa
     await page.wait_for_selector("#composer-error[data-code=outside_messaging_window]")
     assert "24 hours" in await page.inner_text("#composer-error")
     console.expect_refusal(400)  # the refused send's answer, logged by the browser
-    await shot(page, "08-outside-window")
+    await shot(page, "09-outside-window")
+
+    await page.click("li.conversation:not(.selected)")  # back to the first one: the scheduled reply went out
+    await page.wait_for_selector("li.msg.outbound[data-status=sent] >> text=See you at 3 pm", timeout=25_000)
+    await page.wait_for_selector("#scheduled", state="hidden")
+    await shot(page, "10-scheduled-sent")
 
     await page.click("[data-disconnect]")
     await page.click("[data-disconnect][data-confirm]")
     await page.wait_for_selector("#accounts >> text=No Instagram account connected")
-    await shot(page, "09-disconnected")
+    await shot(page, "11-disconnected")
 
 
 async def test_member_sees_the_inbox_without_connect_or_disconnect(
@@ -119,7 +131,7 @@ async def test_member_sees_the_inbox_without_connect_or_disconnect(
     await page.wait_for_function("document.querySelector('li.msg.inbound .attachment img').naturalWidth > 0")
     assert await page.locator("#connect, [data-disconnect]").count() == 0
     assert await page.inner_text("#who-role") == "member"
-    await shot(page, "10-member-phone")
+    await shot(page, "12-member-phone")
 
 
 async def test_starter_admin_sees_the_upgrade_message(live: str, page_for: PageFactory) -> None:
@@ -129,4 +141,4 @@ async def test_starter_admin_sees_the_upgrade_message(live: str, page_for: PageF
     await page.wait_for_selector("#upgrade >> text=part of the Team plan")
     assert await page.locator("#app").is_hidden()
     assert await page.inner_text("#upgrade-plan") == "Starter"
-    await shot(page, "11-starter-upgrade")
+    await shot(page, "13-starter-upgrade")

@@ -15,6 +15,7 @@ const state = {
   selected: null, // the open conversation's id
   pending: [], // messages the send RPC returned that the next poll may not list yet
   lastRendered: '',
+  inserted: null, // {id, text}: the template just inserted (scheduled as the template while unchanged)
   markingRead: new Set(),
 };
 
@@ -228,14 +229,70 @@ function renderThread() {
   list.innerHTML = messages.map(renderMessage).join('') || '<li class="day">No messages yet.</li>';
   if (atBottom || renderThread.last !== c.id) list.scrollTop = list.scrollHeight;
   renderThread.last = c.id;
+  renderScheduled();
   const win = windowState(c);
   const note = $('window-note');
   note.textContent = win.text;
   note.className = `window-note ${win.kind}`;
   note.dataset.window = win.kind;
   const closed = win.kind === 'closed';
-  $('reply').disabled = closed; $('send').disabled = closed; $('template').disabled = closed;
+  for (const id of ['reply', 'send', 'template', 'schedule', 'schedule-when']) $(id).disabled = closed;
   renderTemplates();
+}
+
+const SCHEDULED_LABELS = {scheduled: 'Scheduled', sending: 'Going out', failed: 'Failed', sent: 'Sent',
+  cancelled: 'Cancelled'};
+
+function renderScheduled() {
+  const rows = state.data.scheduled || [];
+  const list = $('scheduled');
+  list.hidden = rows.length === 0;
+  list.innerHTML = rows.map((s) => {
+    const what = s.text || (state.data.templates.find((t) => t.id === s.template_id) || {}).name || 'template';
+    const failure = s.status === 'failed' ? ` — ${esc(s.error_message || s.error_code)}` : '';
+    const actions = s.status === 'scheduled' || s.status === 'failed'
+      ? `<button type="button" class="small" data-reschedule="${esc(s.id)}" data-at="${esc(s.send_at)}">+1 h</button>` +
+        (s.status === 'scheduled' ? `<button type="button" class="small danger" data-cancel="${esc(s.id)}">Cancel</button>` : '')
+      : '';
+    return `<li data-scheduled="${esc(s.id)}" data-status="${esc(s.status)}">` +
+      `<span class="chip ${s.status === 'failed' ? 'bad' : 'warn'}">⏰ ${esc(SCHEDULED_LABELS[s.status] || s.status)}</span>` +
+      `<span class="small">${esc(longTime(s.send_at))}</span><span class="what">${esc(what)}${failure}</span>${actions}</li>`;
+  }).join('');
+}
+
+function scheduleTime() {
+  const choice = $('schedule-when').value;
+  if (choice === 'custom') {
+    const value = $('schedule-at').value;
+    return value ? new Date(value) : null;
+  }
+  if (choice === 'tomorrow') {
+    const t = new Date(now()); t.setDate(t.getDate() + 1); t.setHours(9, 0, 0, 0);
+    return t;
+  }
+  return new Date(now() + Number(choice) * 1000);
+}
+
+async function schedule() {
+  const c = selectedConversation();
+  const text = $('reply').value.trim();
+  const error = $('composer-error');
+  error.hidden = true;
+  const at = scheduleTime();
+  if (!c || !text || !at) return;
+  const body = {conversation_id: c.id, send_at: at.toISOString()};
+  if (state.inserted && state.inserted.text === $('reply').value) body.template_id = state.inserted.id;
+  else body.text = text;
+  try {
+    await call('POST', '/dev/api/schedule', body);
+    $('reply').value = ''; state.inserted = null;
+    flash(`Scheduled for ${longTime(at.toISOString())}.`);
+    refresh();
+  } catch (e) {
+    error.textContent = `Not scheduled: ${e.message}`;
+    error.dataset.code = e.code;
+    error.hidden = false;
+  }
 }
 
 function renderTemplates() {
@@ -267,7 +324,8 @@ function render() {
   $('upgrade').hidden = true;
   $('app').hidden = false;
   // Re-render the lists only when something changed (keeps hover, focus and scroll steady).
-  const key = JSON.stringify([data.accounts, data.conversations, data.messages, data.templates, state.selected,
+  const key = JSON.stringify([data.accounts, data.conversations, data.messages, data.templates, data.scheduled,
+    state.selected,
     state.pending, Math.floor(now() / 60000)]);
   if (key === state.lastRendered) return;
   state.lastRendered = key;
@@ -401,6 +459,15 @@ document.addEventListener('click', async (event) => {
       const message = await call('POST', '/dev/api/retry', {message_id: target.dataset.retry});
       state.pending.push({...message, conversation_id: state.selected});
       state.lastRendered = ''; render();
+    } else if (target.id === 'schedule') {
+      await schedule();
+    } else if (target.dataset.cancel) {
+      await call('POST', '/dev/api/scheduled/cancel', {id: target.dataset.cancel}); refresh();
+    } else if (target.dataset.reschedule) {
+      const base = Math.max(Date.parse(target.dataset.at), now());
+      await call('POST', '/dev/api/scheduled/reschedule',
+        {id: target.dataset.reschedule, send_at: new Date(base + 3600000).toISOString()});
+      refresh();
     } else if (target.id === 'back') {
       state.selected = null; state.lastRendered = ''; render();
     } else if (target.id === 'add-templates') {
@@ -431,11 +498,15 @@ $('template').addEventListener('change', async (event) => {
   try {
     const rendered = await call('POST', '/dev/api/render', {template_id: id, conversation_id: state.selected});
     $('reply').value = rendered.text;
+    state.inserted = {id, text: rendered.text};
     $('reply').focus();
   } catch (e) {
     $('composer-error').textContent = e.message; $('composer-error').hidden = false;
   }
   event.target.value = '';
+});
+$('schedule-when').addEventListener('change', (event) => {
+  $('schedule-at').hidden = event.target.value !== 'custom';
 });
 $('reply').addEventListener('keydown', (event) => {
   if (event.key === 'Enter' && (event.metaKey || event.ctrlKey)) $('composer').requestSubmit();
