@@ -81,7 +81,7 @@ async def test_admin_walks_connect_receive_reply_window_disconnect(live: str, pa
     seen = await page.evaluate("window.__statuses")
     assert seen[0] == "queued" and seen[-1] == "read" and "sent" in seen, seen
 
-    await page.fill("#reply", "See you at 3 pm! 📅")
+    await page.fill("#reply", "See you at 3 pm!")
     await page.select_option("#schedule-when", "10")
     await page.click("#schedule")  # instagram_schedule_message; the worker sends it at its time
     await page.wait_for_selector("#scheduled li[data-status=scheduled] >> text=See you at 3 pm")

@@ -48,12 +48,12 @@ function now() { // the server's clock, moved on by the time since the last answ
   return Date.parse(state.data.now) + (performance.now() - state.fetchedAt);
 }
 
-function span(ms) { // 13 h, 25 min, 3 d 4 h
+function span(ms) { // 25 min, 13 h, 60 d
   const minutes = Math.max(0, Math.round(ms / 60000));
   if (minutes < 60) return `${minutes} min`;
   const hours = Math.floor(minutes / 60);
   if (hours < 48) return `${hours} h`;
-  return `${Math.floor(hours / 24)} d ${hours % 24} h`;
+  return `${Math.floor(hours / 24)} d`;
 }
 
 function shortTime(iso) {
@@ -164,7 +164,7 @@ function renderConversation(c) {
     '</div></div></li>';
 }
 
-const STATUS_LABELS = {queued: '🕓 Queued', sending: 'Sending…', sent: '✓ Sent', delivered: '✓✓ Delivered',
+const STATUS_LABELS = {queued: 'Queued', sending: 'Sending…', sent: '✓ Sent', delivered: '✓✓ Delivered',
   read: '✓✓ Read', failed: 'Not sent'};
 
 function renderMessage(m) {
@@ -255,7 +255,7 @@ function renderScheduled() {
         (s.status === 'scheduled' ? `<button type="button" class="small danger" data-cancel="${esc(s.id)}">Cancel</button>` : '')
       : '';
     return `<li data-scheduled="${esc(s.id)}" data-status="${esc(s.status)}">` +
-      `<span class="chip ${s.status === 'failed' ? 'bad' : 'warn'}">⏰ ${esc(SCHEDULED_LABELS[s.status] || s.status)}</span>` +
+      `<span class="chip ${s.status === 'failed' ? 'bad' : 'warn'}">${esc(SCHEDULED_LABELS[s.status] || s.status)}</span>` +
       `<span class="small">${esc(longTime(s.send_at))}</span><span class="what">${esc(what)}${failure}</span>${actions}</li>`;
   }).join('');
 }
