@@ -39,6 +39,7 @@ def routes() -> list[Route]:
         Route("/dev/sandbox/dm", sandbox_panel.prospect_dm, methods=["POST"]),
         Route("/dev/sandbox/read", sandbox_panel.prospect_reads, methods=["POST"]),
         Route("/dev/sandbox/react", sandbox_panel.prospect_reacts, methods=["POST"]),
+        Route("/dev/sandbox/refuse-next", sandbox_panel.refuse_next_reply, methods=["POST"]),
         Route("/dev/sandbox/outage", sandbox_panel.outage_state, methods=["GET"]),
         Route("/dev/sandbox/outage", sandbox_panel.outage, methods=["POST"]),
     ]

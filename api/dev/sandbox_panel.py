@@ -1,10 +1,11 @@
 """The page's sandbox panel (development only): make the Meta sandbox act as a prospect or as Meta.
 
 "A prospect sends a DM" (text, image or story mention, now or some hours ago), "prospect reads",
-"prospect reacts", "Meta outage" on / off. Each asks the sandbox's control API (``/_sandbox/``, at the
-Graph origin, which is the sandbox in development); the sandbox signs webhook deliveries and POSTs
-them to this API, and the worker turns them into messages, so the page sees them as the CRM would. Which
-account and person to act for is read with the app-facing RPCs as the signed-in user.
+"prospect reacts", "Meta refuses the next reply", "Meta outage" on / off. Each asks the sandbox's
+control API (``/_sandbox/``, at the Graph origin, which is the sandbox in development); the sandbox signs
+webhook deliveries and POSTs them to this API, and the worker turns them into messages, so the page sees
+them as the CRM would. Which account and person to act for is read with the app-facing RPCs as the
+signed-in user.
 """
 
 from __future__ import annotations
@@ -141,6 +142,16 @@ async def outage(request: Request) -> Response:
             {"path": _OUTAGE_PATH, "count": -1, "http_status": 500, "code": 2, "is_transient": True},
         )
     return JSONResponse({"outage": on})
+
+
+async def refuse_next_reply(request: Request) -> Response:
+    """``POST /dev/sandbox/refuse-next``: the Send API refuses the next send with Meta's 551 ("This person
+    isn't available right now"), a refusal the worker does not retry: the reply fails with its reason."""
+    await acting_user(request)
+    await _sandbox(
+        request, "faults", {"path": r"/messages$", "method": "POST", "count": 1, "http_status": 400, "code": 551}
+    )
+    return JSONResponse({"refuse_next": True})
 
 
 async def outage_state(request: Request) -> Response:

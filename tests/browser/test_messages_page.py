@@ -31,8 +31,9 @@ async def sign_in(page: Any, url: str, user: str) -> None:
 
 async def test_admin_walks_connect_receive_reply_window_disconnect(live: str, page_for: PageFactory) -> None:
     """The demo admin connects, sees a DM arrive with its badge, opens it (badge clears), replies with a template
-    (queued → sent → read, then a reaction), schedules one that goes out by itself, is refused outside the
-    24-hour window with the reason, and disconnects — with no console error."""
+    (queued → sent → read, then a reaction), sees a refused reply's reason and retries it, schedules one that
+    goes out by itself, is refused outside the 24-hour window with the reason, and disconnects — with no
+    console error."""
     page, console = await page_for()
     await sign_in(page, live, "admin")
     await page.wait_for_selector("#connect")
@@ -81,11 +82,20 @@ async def test_admin_walks_connect_receive_reply_window_disconnect(live: str, pa
     seen = await page.evaluate("window.__statuses")
     assert seen[0] == "queued" and seen[-1] == "read" and "sent" in seen, seen
 
+    await page.click("#sb-refuse")  # the Send API refuses the next send (Meta 551): the reply fails
+    await page.wait_for_selector("#sb-out >> text=will be refused")
+    await page.fill("#reply", "Are you there?")
+    await page.click("#send")
+    await page.wait_for_selector("li.msg.outbound [data-failure] >> text=not accepting messages")
+    await shot(page, "08-failed")
+    await page.click("[data-retry]")  # instagram_retry_message: queued again, and this time it goes
+    await page.wait_for_selector("li.msg.outbound[data-status=sent] >> text=Are you there?")
+
     await page.fill("#reply", "See you at 3 pm!")
     await page.select_option("#schedule-when", "10")
     await page.click("#schedule")  # instagram_schedule_message; the worker sends it at its time
     await page.wait_for_selector("#scheduled li[data-status=scheduled] >> text=See you at 3 pm")
-    await shot(page, "08-scheduled")
+    await shot(page, "08b-scheduled")
 
     await page.select_option("#sb-person", "2")
     await page.select_option("#sb-ago", "48")

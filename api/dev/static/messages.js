@@ -482,6 +482,8 @@ document.addEventListener('click', async (event) => {
       await sandbox('/dev/sandbox/read', {conversation_id: state.selected}, 'Read receipt sent');
     } else if (target.id === 'sb-react') {
       await sandbox('/dev/sandbox/react', {conversation_id: state.selected}, 'Reaction sent');
+    } else if (target.id === 'sb-refuse') {
+      await sandbox('/dev/sandbox/refuse-next', {}, 'The next reply will be refused (Meta error 551)');
     } else if (target.id === 'sb-outage') {
       await sandbox('/dev/sandbox/outage', {on: !target.dataset.on}, target.dataset.on ? 'Outage ended' : 'Outage started');
       outageState();
