@@ -149,7 +149,9 @@ async def refuse_next_reply(request: Request) -> Response:
     isn't available right now"), a refusal the worker does not retry: the reply fails with its reason."""
     await acting_user(request)
     await _sandbox(
-        request, "faults", {"path": r"/messages$", "method": "POST", "count": 1, "http_status": 400, "code": 551}
+        request,
+        "faults",
+        {"path": r"/messages$", "method": "POST", "count": 1, "http_status": 400, "code": 551},
     )
     return JSONResponse({"refuse_next": True})
 
