@@ -412,12 +412,12 @@ async function send(event) {
   }
 }
 
-async function sandbox(path, body, label) {
+async function sandbox(path, body, label, webhook = true) {
   const out = $('sb-out');
   out.textContent = `${label}…`;
   try {
     await call('POST', path, body);
-    out.textContent = `${label}: done. It shows up here once the worker has processed it.`;
+    out.textContent = webhook ? `${label}: it shows up here once the worker has processed the webhook.` : `${label}.`;
   } catch (e) {
     out.textContent = `${label}: ${e.message}`;
   }
@@ -483,9 +483,10 @@ document.addEventListener('click', async (event) => {
     } else if (target.id === 'sb-react') {
       await sandbox('/dev/sandbox/react', {conversation_id: state.selected}, 'Reaction sent');
     } else if (target.id === 'sb-refuse') {
-      await sandbox('/dev/sandbox/refuse-next', {}, 'The next reply will be refused (Meta error 551)');
+      await sandbox('/dev/sandbox/refuse-next', {}, 'The next reply will be refused (Meta error 551)', false);
     } else if (target.id === 'sb-outage') {
-      await sandbox('/dev/sandbox/outage', {on: !target.dataset.on}, target.dataset.on ? 'Outage ended' : 'Outage started');
+      await sandbox('/dev/sandbox/outage', {on: !target.dataset.on},
+        target.dataset.on ? 'Meta is back' : 'Meta is down: sends wait and retry', false);
       outageState();
     }
   } catch (e) {
