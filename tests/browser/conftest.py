@@ -83,6 +83,8 @@ def stack(sandbox_server: str, database_url: str) -> Iterator[str]:
         ),
     }
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    for old in SCREENSHOTS.glob("*.png"):  # this run's steps only
+        old.unlink()
     logs = ROOT / ".local"
     api = _start(["api", "--port", str(port)], env, logs / "browser-test-api.log")
     worker = _start(["worker", "--poll-interval", "0.5"], env, logs / "browser-test-worker.log")

@@ -95,7 +95,7 @@ async def test_admin_walks_connect_receive_reply_window_disconnect(live: str, pa
     await page.select_option("#schedule-when", "10")
     await page.click("#schedule")  # instagram_schedule_message; the worker sends it at its time
     await page.wait_for_selector("#scheduled li[data-status=scheduled] >> text=See you at 3 pm")
-    await shot(page, "08b-scheduled")
+    await shot(page, "09-scheduled")
 
     await page.select_option("#sb-person", "2")
     await page.select_option("#sb-ago", "48")
@@ -111,17 +111,17 @@ async def test_admin_walks_connect_receive_reply_window_disconnect(live: str, pa
     await page.wait_for_selector("#composer-error[data-code=outside_messaging_window]")
     assert "24 hours" in await page.inner_text("#composer-error")
     console.expect_refusal(400)  # the refused send's answer, logged by the browser
-    await shot(page, "09-outside-window")
+    await shot(page, "10-outside-window")
 
     await page.click("li.conversation:not(.selected)")  # back to the first one: the scheduled reply went out
     await page.wait_for_selector("li.msg.outbound[data-status=sent] >> text=See you at 3 pm", timeout=25_000)
     await page.wait_for_selector("#scheduled", state="hidden")
-    await shot(page, "10-scheduled-sent")
+    await shot(page, "11-scheduled-sent")
 
     await page.click("[data-disconnect]")
     await page.click("[data-disconnect][data-confirm]")
     await page.wait_for_selector("#accounts >> text=No Instagram account connected")
-    await shot(page, "11-disconnected")
+    await shot(page, "12-disconnected")
 
 
 async def test_member_sees_the_inbox_without_connect_or_disconnect(
@@ -141,7 +141,7 @@ async def test_member_sees_the_inbox_without_connect_or_disconnect(
     await page.wait_for_function("document.querySelector('li.msg.inbound .attachment img').naturalWidth > 0")
     assert await page.locator("#connect, [data-disconnect]").count() == 0
     assert await page.inner_text("#who-role") == "member"
-    await shot(page, "12-member-phone")
+    await shot(page, "13-member-phone")
 
 
 async def test_starter_admin_sees_the_upgrade_message(live: str, page_for: PageFactory) -> None:
@@ -151,4 +151,4 @@ async def test_starter_admin_sees_the_upgrade_message(live: str, page_for: PageF
     await page.wait_for_selector("#upgrade >> text=part of the Team plan")
     assert await page.locator("#app").is_hidden()
     assert await page.inner_text("#upgrade-plan") == "Starter"
-    await shot(page, "13-starter-upgrade")
+    await shot(page, "14-starter-upgrade")
