@@ -101,7 +101,7 @@ pytest:
 bench: install
 	@$(BENCH_DB) scripts/db.sh up
 	@failed=""; \
-	for name in sandbox oauth refresh webhooks send; do \
+	for name in sandbox oauth refresh webhooks send scheduled; do \
 	  DATABASE_URL=$(BENCH_URL) $(BIN)/python bench/$$name.py || failed="$$failed bench/$$name.py"; \
 	done; \
 	$(BENCH_DB) scripts/db.sh stop; \

@@ -346,6 +346,7 @@ class SentMessage:
             "messaging_type": self.messaging_type,
             "tag": self.tag,
             "at": self.at,
+            "at_ms": self.at_ms,
             "echo": self.echo,
             "echo_http_status": self.echo_http_status,
             "answer_http_status": self.answer_http_status,
