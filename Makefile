@@ -1,7 +1,7 @@
 # The two commands: `make run` (everything up locally) and `make test` (the whole gate).
 # Both install what they need: a venv with the locked dependencies and the package, the pinned
 # Supabase CLI, PostgreSQL 15 + pg_cron + plpgsql_check (apt-get when root), the embedded database,
-# migrations and seed.
+# migrations and seed; `make test` also Debian's Chromium for the browser tests (apt-get when root).
 
 PYTHON ?= python3
 VENV := .venv
@@ -24,12 +24,12 @@ FAULTS_DB_PORT ?= 54398
 FAULTS_URL := postgresql://postgres:postgres@127.0.0.1:$(FAULTS_DB_PORT)/postgres
 FAULTS_DB := INSTAGRAM_DM_DB_DIR=$(FAULTS_DB_DIR) INSTAGRAM_DM_DB_PORT=$(FAULTS_DB_PORT)
 
-.PHONY: run test install lock db db-stop dbcheck lint typecheck pytest bench bench-stop faults faults-stop clean
+.PHONY: run test install browser lock db db-stop dbcheck lint typecheck pytest bench bench-stop faults faults-stop clean
 
 run: install
 	@scripts/run.sh
 
-test: install db dbcheck lint typecheck pytest
+test: install browser db dbcheck lint typecheck pytest
 
 install: $(VENV)/.installed node_modules/.installed
 
@@ -71,6 +71,10 @@ lock: $(TOOLS)/bin/uv
 $(TOOLS)/bin/uv:
 	@$(PYTHON) -m venv $(TOOLS)
 	@$(TOOLS)/bin/python -m pip --disable-pip-version-check -q install 'uv==$(UV_VERSION)'
+
+# Debian's Chromium for the Messages page's browser tests (apt-get when root; Playwright uses it as is).
+browser:
+	@scripts/chromium.sh
 
 db:
 	@scripts/db.sh up

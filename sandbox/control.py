@@ -489,6 +489,12 @@ async def person_picture(request: Request) -> Response:
     return Response(picture_png(request.path_params["igsid"]), media_type="image/png")
 
 
+async def media(request: Request) -> Response:
+    """A picture for attachment URLs (``attachment_url`` of ``webhooks/send``) that loads without the
+    internet: a 64-pixel square in a colour derived from the name."""
+    return Response(picture_png(request.path_params["name"], size=64), media_type="image/png")
+
+
 def control_routes() -> list[Route]:
     return [
         Route("/_sandbox/reset", _handles_errors(reset), methods=["POST"]),
@@ -510,4 +516,5 @@ def control_routes() -> list[Route]:
         Route("/_sandbox/people/{igsid}", _handles_errors(person_detail), methods=["GET"]),
         Route("/_sandbox/people/{igsid}/picture.png", person_picture, methods=["GET"]),
         Route("/_sandbox/messages", _handles_errors(messages), methods=["GET"]),
+        Route("/_sandbox/media/{name}", media, methods=["GET"]),
     ]

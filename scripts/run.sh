@@ -31,7 +31,7 @@ INSTAGRAM_APP_ID=sandbox-app-id
 INSTAGRAM_APP_SECRET=sandbox-app-secret
 INSTAGRAM_TOKEN_ENCRYPTION_KEY=$key
 INSTAGRAM_OAUTH_REDIRECT_URI=http://127.0.0.1:54330/functions/v1/instagram-oauth-callback
-INSTAGRAM_RETURN_URL=http://127.0.0.1:54330/dev/status
+INSTAGRAM_RETURN_URL=http://127.0.0.1:54330/dev
 INSTAGRAM_WEBHOOK_VERIFY_TOKEN=dev-verify-token
 META_GRAPH_BASE_URL=http://127.0.0.1:54331
 META_OAUTH_DIALOG_BASE_URL=http://127.0.0.1:54331
@@ -85,9 +85,9 @@ cat <<MSG
     API                      http://127.0.0.1:54330
     worker                   pid ${pids[2]}
 
-  Open http://127.0.0.1:54330/dev and press "Connect Instagram".
-  Then open http://127.0.0.1:54330/dev/inbox and press "Receive a DM": the sandbox signs a webhook
-  delivery and POSTs it to the API; the worker turns it into a conversation, a message and a lead.
+  Open http://127.0.0.1:54330/dev (the Messages page): sign in as Dana Admin, press "Connect Instagram",
+  then "Send the DM" in the sandbox panel: the sandbox signs a webhook delivery and POSTs it to the
+  API; the worker turns it into a conversation, a message and a lead, and the page shows it.
   The sandbox issues 5-day tokens here, so a new connection is due for refresh at once:
     .venv/bin/instagram-dm --env-file $ENV_FILE refresh-now --all-due
   then reload /dev/status: last_refreshed_at moves, and since a 5-day token re-exchanged is still a

@@ -45,6 +45,9 @@ Python (SQL ``public.instagram_…``)    what it does                           
 ``upsert_template`` / ``delete_template``  an IMO admin keeps the IMO's message templates      authenticated
 ``render_template``                    preview a template in a conversation (one-pass         authenticated
                                        substitution; ``missing_variables`` names each)
+``list_templates``                     the IMO's active templates (RLS decides)               authenticated
+``messaging_access``                   the caller's role in an IMO and whether its plan has   authenticated
+                                       Instagram messaging (the Messages page's first read)
 ``send_token``                         the Page token of an account a worker holds a send of  service_role
 ``send_reslot``                        a new pacing slot for a held send that woke too late   service_role
 ``settings_apply``                     publish the worker's sending settings to the database  service_role
@@ -94,6 +97,7 @@ __all__ = [
     "IntegrationTokens",
     "KeyCheck",
     "KeyRotationBatch",
+    "MessagingAccess",
     "ProfileToken",
     "RefreshEnqueued",
     "SendSlot",
@@ -115,7 +119,9 @@ __all__ = [
     "list_conversations",
     "list_messages",
     "list_scheduled_messages",
+    "list_templates",
     "mark_conversation_read",
+    "messaging_access",
     "oauth_state_consume",
     "oauth_state_create",
     "profile_token",
@@ -924,6 +930,41 @@ async def render_template(
     return _object(result, "instagram_render_template")
 
 
+async def list_templates(db: Database, user: ActingUser, *, imo_id: str) -> list[Mapping[str, Any]]:
+    """``instagram_list_templates``, as `user`: the IMO's active templates by name (``[]`` for non-members)."""
+    result = await db.rpc_as_user(user, "instagram_list_templates", {"p_imo_id": imo_id})
+    return _array(result, "instagram_list_templates")
+
+
+@dataclass(frozen=True)
+class MessagingAccess:
+    """What the caller may do in an IMO: their role, and whether its plan has Instagram messaging."""
+
+    imo_id: str
+    imo_name: str
+    role: str
+    is_admin: bool
+    plan: str | None
+    instagram_messaging: bool
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> MessagingAccess:
+        return cls(
+            imo_id=_str(data, "imo_id"),
+            imo_name=_str(data, "imo_name"),
+            role=_str(data, "role"),
+            is_admin=_bool(data, "is_admin"),
+            plan=_opt_str(data, "plan"),
+            instagram_messaging=_bool(data, "instagram_messaging"),
+        )
+
+
+async def messaging_access(db: Database, user: ActingUser, *, imo_id: str) -> MessagingAccess:
+    """``instagram_messaging_access``, as `user`: NotFoundError ``not_found`` unless they are a member."""
+    result = await db.rpc_as_user(user, "instagram_messaging_access", {"p_imo_id": imo_id})
+    return MessagingAccess.from_json(_object(result, "instagram_messaging_access"))
+
+
 async def schedule_message(
     db: Database,
     user: ActingUser,
@@ -1028,6 +1069,8 @@ CATALOGUE: tuple[Callable[..., Awaitable[object]], ...] = (
     upsert_template,
     delete_template,
     render_template,
+    list_templates,
+    messaging_access,
     schedule_message,
     cancel_scheduled_message,
     reschedule_message,

@@ -262,13 +262,15 @@ def test_init_still_needs_an_admin(ig_browser: Browser) -> None:
 def test_the_dev_page_offers_instagram_login_only_when_configured(
     ig_settings: Settings, api_settings: Settings
 ) -> None:
-    """/dev shows a second button for Instagram Login when INSTAGRAM_LOGIN_* is set, and only then."""
+    """The Messages page's data offers Instagram Login (its second Connect button) when INSTAGRAM_LOGIN_* is
+    set, and only then."""
     from dataclasses import replace
 
     from api.app import create_app
 
     for settings, offered in ((ig_settings, True), (api_settings, False)):
         with TestClient(create_app(replace(settings, environment="development")), base_url="http://t") as dev:
-            page = dev.get("/dev").text
-        assert "Connect Instagram" in page
-        assert ('data-provider="instagram_login"' in page) is offered
+            assert dev.post("/dev/session", json={"user": "admin"}).status_code == 200
+            providers = dev.get("/dev/api/inbox").json()["providers"]
+        assert "facebook_login" in providers
+        assert ("instagram_login" in providers) is offered

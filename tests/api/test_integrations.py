@@ -211,8 +211,9 @@ async def test_health_endpoints(api_client: TestClient) -> None:
 async def test_development_pages_connect_show_status_and_disconnect(
     browser: Browser, api_settings: Settings, pg: asyncpg.Connection
 ) -> None:
-    """In development mode /dev, /dev/status and /dev/disconnect work end to end as the demo admin (a
-    real JWT through the verifier, the app-facing RPCs as that user); in production they are absent."""
+    """In development mode the Messages page, /dev/status and the page's disconnect work end to end as the
+    signed-in demo admin (a real JWT through the verifier, the app-facing RPCs as that user); in production
+    they are absent."""
     from dataclasses import replace
 
     from api.app import create_app
@@ -223,11 +224,13 @@ async def test_development_pages_connect_show_status_and_disconnect(
     dev_settings = replace(api_settings, environment="development")
     with TestClient(create_app(dev_settings, graph_retry=FAST_RETRY), base_url="http://testserver") as dev:
         page = dev.get("/dev")
-        assert page.status_code == 200 and "Connect Instagram" in page.text
-        status = dev.get("/dev/status?instagram=connected")
-        assert "alice.recruits" in status.text and integration_id in status.text
-        gone = dev.post("/dev/disconnect", data={"id": integration_id}, follow_redirects=False)
-        assert gone.status_code == 303
+        assert page.status_code == 200 and "/dev/static/messages.js" in page.text
+        assert dev.get("/dev/status", follow_redirects=False).status_code == 302  # nobody signed in yet
+        assert dev.post("/dev/session", json={"user": "admin"}).status_code == 200
+        status = dev.get("/dev/status")
+        assert "alice.recruits" in status.text and "connected" in status.text
+        gone = dev.post("/dev/api/disconnect", json={"integration_id": integration_id})
+        assert gone.status_code == 200 and gone.json()["status"] == "disconnected"
     assert await pg.fetchval("select status::text from public.instagram_integrations") == "disconnected"
 
 

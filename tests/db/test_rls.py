@@ -30,6 +30,8 @@ APP_FACING_FUNCTIONS = {
     "instagram_upsert_template",
     "instagram_delete_template",
     "instagram_render_template",
+    "instagram_list_templates",
+    "instagram_messaging_access",
     "instagram_schedule_message",
     "instagram_cancel_scheduled_message",
     "instagram_reschedule_message",
