@@ -89,6 +89,7 @@ async def state_view(request: Request) -> Response:
             "require_appsecret_proof": state.require_appsecret_proof,
             "require_pkce": state.require_pkce,
             "webhook_url": state.webhook_url,
+            "media_ttl_seconds": state.media_ttl_seconds,
             **_send_knobs(state),
         },
         "calls": dict(state.calls),
@@ -316,6 +317,11 @@ async def config(request: Request) -> Response:
         state.long_lived_ttl = seconds
     if "webhook_url" in body:
         state.webhook_url = check_url(body["webhook_url"])
+    if "media_ttl_seconds" in body:
+        ttl = int(body["media_ttl_seconds"])
+        if not 0 <= ttl <= 90 * 86_400:
+            raise ControlError("media_ttl_seconds must be between 0 and 7776000")
+        state.media_ttl_seconds = ttl
     _configure_send(state, body)
     return JSONResponse(
         {
@@ -325,6 +331,7 @@ async def config(request: Request) -> Response:
             "require_appsecret_proof": state.require_appsecret_proof,
             "require_pkce": state.require_pkce,
             "webhook_url": state.webhook_url,
+            "media_ttl_seconds": state.media_ttl_seconds,
             **_send_knobs(state),
         }
     )
@@ -381,7 +388,7 @@ def _send_knobs(state: State) -> dict[str, Any]:
 
 async def webhooks_send(request: Request) -> Response:
     sandbox = _sandbox(request)
-    plan = plan_send(sandbox.state, sandbox.config, await _object(request))
+    plan = plan_send(sandbox.state, sandbox.config, await _object(request), origin=_origin(request))
     try:
         result = await send(sandbox.state, plan, sandbox.config.app_secret)
     except WebhookUnreachable as exc:
