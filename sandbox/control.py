@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from sandbox import cdn
 from sandbox.emitter import DEFAULT_SEED, WebhookUnreachable, check_url, default_account, plan_send, send
 from sandbox.fixtures import create_user, describe_user, parse_time
 from sandbox.people import apply_spec, looks_like_igsid, picture_png
@@ -397,6 +398,21 @@ async def webhooks_send(request: Request) -> Response:
     return JSONResponse(result)
 
 
+async def media(request: Request) -> Response:
+    """A file on the sandbox's CDN, as the emitter makes for each attachment: ``{type, media?, ttl_seconds?}``
+    → ``{url, expires_at}`` (sandbox/cdn.py)."""
+    state = _sandbox(request).state
+    body = await _object(request)
+    spec = body.get("media")
+    if spec is not None and not isinstance(spec, dict):
+        raise ControlError("media must be an object {base64?, content_type?, size?}")
+    ttl = int(body.get("ttl_seconds", state.media_ttl_seconds))
+    if not 0 <= ttl <= 90 * 86_400:
+        raise ControlError("ttl_seconds must be between 0 and 7776000")
+    url = cdn.register(state, _origin(request), str(body.get("type", "image")), spec, ttl)
+    return JSONResponse({"url": url, "expires_at": state.now() + ttl})
+
+
 async def webhooks_log(request: Request) -> Response:
     state = _sandbox(request).state
     return JSONResponse(
@@ -494,6 +510,7 @@ def control_routes() -> list[Route]:
         Route("/_sandbox/config", _handles_errors(config), methods=["POST"]),
         Route("/_sandbox/webhooks/send", _handles_errors(webhooks_send), methods=["POST"]),
         Route("/_sandbox/webhooks", _handles_errors(webhooks_log), methods=["GET"]),
+        Route("/_sandbox/media", _handles_errors(media), methods=["POST"]),
         Route("/_sandbox/people", _handles_errors(people), methods=["POST"]),
         Route("/_sandbox/people/{igsid}", _handles_errors(person_detail), methods=["GET"]),
         Route("/_sandbox/people/{igsid}/picture.png", person_picture, methods=["GET"]),
