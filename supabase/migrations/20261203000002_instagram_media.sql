@@ -703,7 +703,8 @@ begin
   v_expected := instagram_private.media_signature(p_media_id, p_expires, v_key);
   -- Compared as HMACs of both (with the same key), so the time taken says nothing about the expected value.
   if p_signature is null or p_media_id is null or p_expires is null
-     or extensions.hmac(lower(p_signature), v_key, 'sha256') <> extensions.hmac(v_expected, v_key, 'sha256') then
+     or extensions.hmac(convert_to(lower(p_signature), 'UTF8'), v_key, 'sha256')
+        <> extensions.hmac(convert_to(v_expected, 'UTF8'), v_key, 'sha256') then
     raise exception 'invalid_signature' using errcode = '42501', detail = 'The media link is not valid.';
   end if;
   if p_expires < extract(epoch from now()) then

@@ -30,6 +30,7 @@ APP_FACING_FUNCTIONS = {
     "instagram_upsert_template",
     "instagram_delete_template",
     "instagram_render_template",
+    "instagram_media_url",
 }
 # Tables an authenticated user may read that have no imo_id: their own IMOs, and the plans catalogue.
 READABLE_WITHOUT_IMO_ID = {"public.imos", "public.subscription_plans"}
@@ -42,6 +43,10 @@ SERVICE_ONLY = {
     "public.instagram_send_jobs",
     "public.instagram_send_pacing",
     "public.instagram_settings",
+    "public.instagram_media_settings",
+    "public.instagram_media_objects",
+    "public.instagram_media",
+    "public.instagram_media_deletions",
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,20 @@ async def settle(
         await run_until([worker], done)
 
 
+@dataclass(frozen=True)
+class Env:
+    """What a media test works with."""
+
+    db: AsyncpgDatabase
+    pg: asyncpg.Connection
+    sandbox: Any
+    folder: Path
+    graph: Any
+
+    async def settle(self) -> None:
+        await settle(self.db, self.pg, self.folder, self.sandbox.url, self.graph)
+
+
 async def media_rows(pg: asyncpg.Connection) -> dict[str, asyncpg.Record]:
     """Each media row with its object, by the message's mid."""
     rows = await pg.fetch(
@@ -79,5 +94,7 @@ async def media_rows(pg: asyncpg.Connection) -> dict[str, asyncpg.Record]:
 
 async def message_media(pg: asyncpg.Connection, mid: str) -> dict[str, Any]:
     """What the message shows about its first attachment's copy."""
-    raw = await pg.fetchval("select attachments from public.instagram_messages where meta_message_id = $1", mid)
+    raw = await pg.fetchval(
+        "select attachments from public.instagram_messages where meta_message_id = $1", mid
+    )
     return dict(json.loads(raw)[0].get("media") or {})
