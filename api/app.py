@@ -20,7 +20,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route
 
-from api import dev, media, routes, webhook
+from api import dev, dev_media, media, routes, webhook
 from api import errors as api_errors
 from api.resources import Resources, State
 from api.timing import ServerTimingMiddleware
@@ -120,6 +120,7 @@ def create_app(
     ]
     if settings.is_development:
         route_list += dev.routes()
+        route_list.append(Route("/dev/media/{message_id}", dev_media.media, methods=["GET"]))
     middleware = [
         Middleware(api_errors.LastResort),  # outermost: nothing unhandled reaches the server's traceback
         Middleware(webhook.WebhookReceiver),  # POST deliveries: first, past none of the others

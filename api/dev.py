@@ -115,6 +115,8 @@ async function refresh() {
      </tr>`).join('') || '<tr><td colspan="5">no conversations yet</td></tr>';
   document.getElementById('messages').innerHTML = data.messages.map((m) =>
     `<li><strong>${esc(m.direction)}</strong> ${esc(m.deleted ? '(unsent)' : m.text)}
+     ${m.attachments?.[0]?.media?.status === 'stored' && m.message_type === 'image'
+       ? `<img src="/dev/media/${esc(m.id)}" alt="photo" height="80">` : esc(m.attachments?.[0]?.media?.status ?? '')}
      <small>${esc(m.sent_at)}</small>${m.direction === 'outbound' ? ` <em class="status">${esc(m.status)}</em>` : ''}
      ${m.error_code ? `<small>${esc(m.error_code)}: ${esc(m.error_message)}</small>
        <button data-retry="${esc(m.id)}">retry</button>` : ''}</li>`).join('');
@@ -132,15 +134,17 @@ document.getElementById('read').onclick = () => post('/dev/read', {});
 document.getElementById('messages').onclick = (e) => {
   if (e.target.dataset.retry) post('/dev/retry', {message_id: e.target.dataset.retry});
 };
-document.getElementById('receive').onclick = async () => {
+const receive = async (photo) => {
   const text = document.getElementById('text').value;
   const r = await fetch('/dev/receive', {method: 'POST', headers: {'Content-Type': 'application/json'},
-    body: JSON.stringify({text})});
+    body: JSON.stringify({text, photo})});
   const data = await r.json();
   out.hidden = false;
   out.textContent = r.ok ? `Sent by the sandbox as a signed webhook: ${JSON.stringify(data)}`
                          : data.error.message;
 };
+document.getElementById('receive').onclick = () => receive(false);
+document.getElementById('photo').onclick = () => receive(true);
 refresh(); setInterval(refresh, 1000);
 """
 
@@ -152,7 +156,8 @@ every second. <strong>Receive a DM</strong> asks the sandbox to make a fake pers
 account: it signs the exact bytes with the app secret and POSTs them to
 <code>/functions/v1/instagram-webhook</code>; the worker turns the stored delivery into a message.</p>
 <p><input id="text" value="Hi! Is the recruiting call still on? äöü 😀" size="50">
-<button id="receive">Receive a DM</button> <a href="/dev">connect</a> · <a href="/dev/status">status</a></p>
+<button id="receive">Receive a DM</button> <button id="photo">Receive a photo</button>
+<a href="/dev">connect</a> · <a href="/dev/status">status</a></p>
 <p id="out" class="note" hidden></p>
 <table><thead><tr><th>participant</th><th>last message</th><th>unread</th><th>at</th><th>lead</th></tr></thead>
 <tbody id="conversations"></tbody></table>
@@ -180,7 +185,8 @@ async def inbox_data(request: Request) -> Response:
 async def receive_dm(request: Request) -> Response:
     """Ask the sandbox to DM the demo IMO's first live account (the sandbox POSTs the signed webhook here)."""
     res = resources(request)
-    text = str((await read_json_object(request)).get("text") or "Hello from the sandbox")
+    body = await read_json_object(request)
+    text = str(body.get("text") or "Hello from the sandbox")
     accounts = [
         row.instagram_business_account_id
         for row in await res.service.status(user=await _dev_user(request), imo_id=DEMO_IMO)
@@ -191,7 +197,9 @@ async def receive_dm(request: Request) -> Response:
     try:
         answer = await res.http.post(
             f"{res.settings.graph_base_url}/_sandbox/webhooks/send",
-            json={"kind": "message", "account_id": accounts[0], "text": text},
+            json={"kind": "message", "account_id": accounts[0], "text": text}
+            if not body.get("photo")
+            else {"kind": "attachment", "attachment_type": "image", "account_id": accounts[0]},
         )
     except Exception:
         raise errors.MetaError("The sandbox did not answer.", code="sandbox_unavailable") from None
