@@ -102,7 +102,7 @@ class SupabaseMediaStore:
         from storage3 import AsyncStorageClient
 
         headers = {"apikey": service_role_key, "Authorization": f"Bearer {service_role_key}"}
-        client = AsyncStorageClient(f"{supabase_url.rstrip('/')}/storage/v1", headers, http_client=http)
+        client = AsyncStorageClient(f"{supabase_url.rstrip('/')}/storage/v1/", headers, http_client=http)
         self._bucket = client.from_(BUCKET)
 
     def local_path(self, key: str) -> Path | None:
