@@ -450,7 +450,16 @@ begin
       end if;
       continue;
     end if;
-    if v_result.outcome = 'stored' then
+    if v_result.outcome = 'stored' and exists (
+        select 1 from public.instagram_media_deletions d where d.storage_key = v_result.storage_key) then
+      -- The stored bytes it re-used were deleted meanwhile (their last attachment went): copy again.
+      update public.instagram_media m set
+        state = 'retryable', run_at = now(), lease_owner = null, lease_expires_at = null,
+        last_error_code = 'object_deleted_meanwhile',
+        last_error_message = 'The stored copy it matched was being deleted; copying again.'
+      where m.id = v_media.id;
+      continue;
+    elsif v_result.outcome = 'stored' then
       insert into public.instagram_media_objects (imo_id, sha256, size, content_type, storage_key)
       values (v_media.imo_id, decode(v_result.sha256, 'hex'), v_result.size, v_result.content_type,
         v_result.storage_key)

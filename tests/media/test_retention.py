@@ -3,6 +3,7 @@ was deleted."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -97,3 +98,50 @@ async def test_a_copy_finishing_after_its_conversation_was_deleted_leaves_no_byt
     )
     assert result == {"completed": 0, "stale": 1}
     assert await pg.fetchval("select storage_key from public.instagram_media_deletions") == key
+
+
+async def test_a_copy_reusing_bytes_deleted_meanwhile_copies_again(m: Env) -> None:
+    """A copy that matched stored bytes whose last attachment was deleted before it completed is retried,
+    never pointed at bytes the purge will remove."""
+    png = b"\x89PNG\r\n\x1a\nshared"
+    await receive(m.db, attachment("m-first", "image", cdn_file(m.sandbox, body=png)))
+    await m.settle()
+    key = await m.pg.fetchval("select storage_key from public.instagram_media_objects")
+    await m.pg.execute("delete from public.instagram_conversations")
+    await m.pg.execute("delete from public.instagram_media_deletions")  # as if not purged yet: queue it again
+    await m.pg.execute(
+        "insert into public.instagram_media_deletions (imo_id, storage_key) values (split_part($1, '/', 1)::uuid, $1)",
+        key,
+    )
+    await receive(m.db, attachment("m-second", "image", cdn_file(m.sandbox, body=png), at=5))
+    await m.pg.execute(
+        """update public.instagram_webhook_events set state = 'running', lease_owner = 'w',
+             lease_expires_at = now() + interval '1 minute' where state = 'available'"""
+    )
+    await m.pg.execute(
+        "select instagram_private.webhook_process('w', array(select id from public.instagram_webhook_events"
+        " where lease_owner = 'w'))"
+    )
+    [job] = await m.db.rpc("instagram_media_claim_v1", {"p_worker": "w", "p_limit": 1, "p_lease_seconds": 60})
+    result = await m.db.rpc(
+        "instagram_media_complete_v1",
+        {
+            "p_worker": "w",
+            "p_results": [
+                {
+                    "job_id": job["id"],
+                    "outcome": "stored",
+                    "sha256": hashlib.sha256(png).hexdigest(),
+                    "size": len(png),
+                    "content_type": "image/png",
+                    "storage_key": key,
+                }
+            ],
+        },
+    )
+    assert result == {"completed": 0, "stale": 1}
+    row = await m.pg.fetchrow("select state, last_error_code, object_id from public.instagram_media")
+    assert tuple(row) == ("retryable", "object_deleted_meanwhile", None)
+    await m.settle()
+    assert await m.pg.fetchval("select state from public.instagram_media") == "completed"
+    assert len([p for p in m.folder.rglob("*") if p.is_file()]) == 1
