@@ -20,13 +20,14 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route
 
-from api import dev, routes, webhook
+from api import dev, media, routes, webhook
 from api import errors as api_errors
 from api.resources import Resources, State
 from api.timing import ServerTimingMiddleware
 from instagram_dm import errors, logs
 from instagram_dm.auth import JWTVerifier
-from instagram_dm.bootstrap import open_database
+from instagram_dm.bootstrap import open_database, open_media_store
+from instagram_dm.db import rpc
 from instagram_dm.db.port import Database
 from instagram_dm.graph import GraphClient, InstagramLoginClient, RetryPolicy
 from instagram_dm.service import InstagramService
@@ -41,6 +42,18 @@ SETTINGS_GROUPS = ("meta", "crypto", "oauth", "database", "jwt")
 def _origin(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}"
+
+
+async def _publish_media_settings(db: Database, settings: Settings) -> None:
+    """Tell the database where signed media URLs point and how long they last (instagram_media_url runs
+    there); a database that is down at start-up keeps what it had."""
+    media = rpc.MediaSettings(
+        url_base=settings.media_url_base, url_ttl_seconds=settings.media_url_ttl_seconds
+    )
+    try:
+        await rpc.media_settings_apply(db, settings=media)
+    except errors.DatabaseError as exc:
+        log.warning("api.media_settings_not_published", extra={"error_code": exc.code})
 
 
 def create_app(
@@ -85,6 +98,7 @@ def create_app(
                 log.warning(
                     "api.webhook_handshake_disabled", extra={"missing": "INSTAGRAM_WEBHOOK_VERIFY_TOKEN"}
                 )
+            await _publish_media_settings(db, settings)
             log.info("api.started", extra={"environment": settings.environment})
             yield {
                 "resources": Resources(
@@ -94,6 +108,7 @@ def create_app(
                     verifier=verifier,
                     deliveries=deliveries,
                     http=http,
+                    media=open_media_store(settings, http),
                 )
             }
 
@@ -101,6 +116,7 @@ def create_app(
         Route("/functions/v1/instagram-oauth-init", routes.oauth_init, methods=["POST"]),
         Route("/functions/v1/instagram-oauth-callback", routes.oauth_callback, methods=["GET"]),
         Route("/functions/v1/instagram-webhook", webhook.verify, methods=["GET"]),
+        Route("/functions/v1/instagram-media/{media_id}", media.serve, methods=["GET", "HEAD"]),
         Route("/healthz", routes.healthz, methods=["GET"]),
         Route("/readyz", routes.readyz, methods=["GET"]),
     ]

@@ -10,6 +10,7 @@ from starlette.requests import Request
 
 from instagram_dm.auth import JWTVerifier
 from instagram_dm.db.port import Database
+from instagram_dm.media.storage import MediaStore
 from instagram_dm.service import InstagramService
 from instagram_dm.settings import Settings
 from instagram_dm.webhooks import DeliveryStore
@@ -18,7 +19,7 @@ from instagram_dm.webhooks import DeliveryStore
 @dataclass(frozen=True)
 class Resources:
     """The app's long-lived parts: settings, database port, service, JWT verifier, webhook delivery store,
-    and the outgoing HTTP client they share."""
+    the media store, and the outgoing HTTP client they share."""
 
     settings: Settings
     db: Database
@@ -26,6 +27,7 @@ class Resources:
     verifier: JWTVerifier
     deliveries: DeliveryStore
     http: httpx.AsyncClient
+    media: MediaStore
 
 
 class State(TypedDict):

@@ -16,7 +16,7 @@ import httpx
 
 from instagram_dm import errors
 from instagram_dm.backoff import Backoff
-from instagram_dm.bootstrap import open_database
+from instagram_dm.bootstrap import open_database, open_media_store
 from instagram_dm.db import rpc
 from instagram_dm.db.port import Database
 from instagram_dm.graph import GraphClient, InstagramLoginClient
@@ -24,6 +24,7 @@ from instagram_dm.settings import Settings
 from instagram_dm.usage import CallMeter
 from worker import signals
 from worker.keys import check_keys
+from worker.kinds.media import MediaKind, MediaPurgeKind
 from worker.kinds.profiles import ProfileKind
 from worker.kinds.refresh import FacebookLoginRefresher, RefreshKind, refresh_rules
 from worker.kinds.scheduled import ScheduledDispatch
@@ -42,7 +43,7 @@ log = logging.getLogger(__name__)
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     worker = sub.add_parser(
         "worker",
-        help="run the background worker (every job kind: token refresh, Page unsubscribes, webhooks, profiles, sends)",
+        help="run the background worker (every kind: token refresh, unsubscribes, webhooks, profiles, sends, media)",
         description="Claims jobs of every kind (token refreshes enqueued daily by pg_cron, Page "
         "unsubscriptions queued by disconnect, stored webhook deliveries, participant profiles, outbound "
         "messages) and runs them. Wakes on NOTIFY with DATABASE_URL, else polls. SIGTERM/SIGINT: graceful stop.",
@@ -124,12 +125,15 @@ async def _run_worker(settings: Settings, options: WorkerOptions, backoff: Backo
             refresher = FacebookLoginRefresher(
                 db, graph, key=key, previous_key=previous, window=window, instagram_login=ig
             )
+            media = open_media_store(settings, http)
             kinds: list[JobKind[Any]] = [
                 RefreshKind(refresher, key=key, previous_key=previous, rules=refresh_rules(backoff)),
                 UnsubscribeKind(db, graph, key=key, previous_key=previous),
                 WebhookKind(),
                 ProfileKind(db, graph, key=key, previous_key=previous, instagram_login=ig),
                 SendKind(db, graph, key=key, previous_key=previous, instagram_login=ig),
+                MediaKind(db, http, media, graph_base_url=settings.graph_base_url),
+                MediaPurgeKind(media),
             ]
             # The app's sending RPCs run in the database (PostgREST has no environment): they read these.
             await rpc.settings_apply(db, settings=sending_settings(settings))

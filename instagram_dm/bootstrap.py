@@ -8,6 +8,7 @@ import httpx
 
 from instagram_dm import errors
 from instagram_dm.db.port import Database
+from instagram_dm.media.storage import MediaStore, open_store
 from instagram_dm.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -45,4 +46,15 @@ async def open_database(
 
     return await SupabaseDatabase.connect(
         settings.supabase_url, settings.supabase_service_role_key.reveal(), http=http, timeout=timeout
+    )
+
+
+def open_media_store(settings: Settings, http: httpx.AsyncClient) -> MediaStore:
+    """The media store of the settings: the folder INSTAGRAM_MEDIA_DIR, or the Supabase Storage bucket."""
+    return open_store(
+        kind=settings.media_storage_kind,
+        media_dir=settings.media_dir,
+        supabase_url=settings.supabase_url,
+        service_role_key=settings.supabase_service_role_key.reveal(),
+        http=http,
     )

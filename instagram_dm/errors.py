@@ -17,6 +17,8 @@ default message, and ``code`` is the stable ``snake_case`` code the edges (HTTP 
     │   ├── EncryptionKeyMismatchError  ciphertext was written with a key we do not hold
     │   └── TokenCorruptError           ciphertext under our key that does not decrypt
     ├── OAuthStateError             the OAuth state is unknown, expired or already used
+    ├── MediaError                  copying or storing an attachment failed (retried)
+    │   └── MediaRefusedError           it can never be copied: too large, a host we do not fetch from
     └── MetaError                   Meta's Graph API answered with an error (see graph.errors)
 
 Messages never contain tokens, codes or secrets: the edges show them to people.
@@ -128,6 +130,20 @@ class OAuthStateError(InstagramDMError):
     """The OAuth state is unknown, expired or already used."""
 
     code = "invalid_state"
+    http_status = 400
+
+
+class MediaError(InstagramDMError):
+    """The attachment could not be copied now."""
+
+    code = "media_unavailable"
+    http_status = 502
+
+
+class MediaRefusedError(MediaError):
+    """The attachment can never be copied."""
+
+    code = "media_refused"
     http_status = 400
 
 

@@ -29,6 +29,9 @@ _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 _GRAPH_VERSION_RE = re.compile(r"v\d+\.\d+")
 DEFAULT_DB_TIMEOUT_SECONDS = 5.0
+DEFAULT_MEDIA_DIR = ".local/media"
+MEDIA_PATH = "/functions/v1/instagram-media"
+MEDIA_STORAGES = ("local", "supabase")
 
 
 class Secret:
@@ -97,6 +100,12 @@ def _flag(name: str, raw: str) -> bool:
     return raw.lower() in _TRUE
 
 
+def _media_storage(raw: str) -> str:
+    if raw and raw not in MEDIA_STORAGES:
+        raise ConfigError(f"INSTAGRAM_MEDIA_STORAGE must be 'local' or 'supabase', got {raw!r}")
+    return raw
+
+
 def _environment(raw: str) -> str:
     if raw not in ENVIRONMENTS:
         raise ConfigError(f"INSTAGRAM_DM_ENV must be 'production' or 'development', got {raw!r}")
@@ -141,6 +150,12 @@ class Settings:
     human_agent_enabled: bool = False
     send_rate_per_second: float = 100.0
     send_echo_wait_seconds: float = 20.0
+    # Media (docs/media.md): where copies are kept (local: a folder; supabase: the Storage bucket), the public
+    # URL the API serves them at (empty: the OAuth callback's origin + MEDIA_PATH), and a signed URL's life.
+    media_storage: str = ""
+    media_dir: str = DEFAULT_MEDIA_DIR
+    media_base_url: str = ""
+    media_url_ttl_seconds: int = 300
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:
@@ -223,8 +238,34 @@ class Settings:
                 low=0,
                 high=3600,
             ),
+            media_storage=_media_storage(get("INSTAGRAM_MEDIA_STORAGE").lower()),
+            media_dir=get("INSTAGRAM_MEDIA_DIR", DEFAULT_MEDIA_DIR) or DEFAULT_MEDIA_DIR,
+            media_base_url=get("INSTAGRAM_MEDIA_BASE_URL").rstrip("/"),
+            media_url_ttl_seconds=int(
+                _number(
+                    "INSTAGRAM_MEDIA_URL_TTL_SECONDS",
+                    get("INSTAGRAM_MEDIA_URL_TTL_SECONDS", "300") or "300",
+                    low=10,
+                    high=86_400,
+                )
+            ),
             log_level=log_level,
         )
+
+    @property
+    def media_storage_kind(self) -> str:
+        """Where media copies go: INSTAGRAM_MEDIA_STORAGE, else Supabase Storage when SUPABASE_URL is set."""
+        if self.media_storage:
+            return self.media_storage
+        return "supabase" if self.supabase_url and self.supabase_service_role_key else "local"
+
+    @property
+    def media_url_base(self) -> str:
+        """The public URL signed media URLs start with (INSTAGRAM_MEDIA_BASE_URL, else the callback's origin)."""
+        if self.media_base_url:
+            return self.media_base_url
+        parts = urlsplit(self.oauth_redirect_uri or "http://127.0.0.1:54330")
+        return f"{parts.scheme}://{parts.netloc}{MEDIA_PATH}"
 
     @property
     def is_development(self) -> bool:

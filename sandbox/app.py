@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from starlette.applications import Starlette
 
+from sandbox.cdn import cdn_routes
 from sandbox.control import control_routes
 from sandbox.core import Sandbox
 from sandbox.faults import FaultsAndLatency
@@ -37,7 +38,9 @@ def create_app(config: SandboxConfig | None = None) -> Starlette:
     """The sandbox as a Starlette app; state is per app instance."""
     sandbox = Sandbox(config or SandboxConfig())
     # Graph routes come last: `/{version}/{node_id}` matches any id.
-    app = Starlette(routes=[*control_routes(), *instagram_login_routes(), *oauth_routes(), *graph_routes()])
+    app = Starlette(
+        routes=[*control_routes(), *instagram_login_routes(), *cdn_routes(), *oauth_routes(), *graph_routes()]
+    )
     app.state.sandbox = sandbox
     app.add_middleware(FaultsAndLatency, sandbox=sandbox)
     return app

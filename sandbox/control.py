@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from sandbox import cdn
 from sandbox.emitter import DEFAULT_SEED, WebhookUnreachable, check_url, default_account, plan_send, send
 from sandbox.fixtures import create_user, describe_user, parse_time
 from sandbox.people import apply_spec, looks_like_igsid, picture_png
@@ -89,6 +90,7 @@ async def state_view(request: Request) -> Response:
             "require_appsecret_proof": state.require_appsecret_proof,
             "require_pkce": state.require_pkce,
             "webhook_url": state.webhook_url,
+            "media_ttl_seconds": state.media_ttl_seconds,
             **_send_knobs(state),
         },
         "calls": dict(state.calls),
@@ -322,6 +324,11 @@ async def config(request: Request) -> Response:
         if body["ig_token_shape"] not in {"data", "flat"}:
             raise ControlError("ig_token_shape must be data or flat")
         state.ig_token_shape = body["ig_token_shape"]
+    if "media_ttl_seconds" in body:
+        ttl = int(body["media_ttl_seconds"])
+        if not 0 <= ttl <= 90 * 86_400:
+            raise ControlError("media_ttl_seconds must be between 0 and 7776000")
+        state.media_ttl_seconds = ttl
     _configure_send(state, body)
     return JSONResponse(
         {
@@ -332,6 +339,7 @@ async def config(request: Request) -> Response:
             "require_pkce": state.require_pkce,
             "webhook_url": state.webhook_url,
             "ig_token_shape": state.ig_token_shape,
+            "media_ttl_seconds": state.media_ttl_seconds,
             **_send_knobs(state),
         }
     )
@@ -389,7 +397,7 @@ def _send_knobs(state: State) -> dict[str, Any]:
 async def webhooks_send(request: Request) -> Response:
     sandbox = _sandbox(request)
     body = await _object(request)
-    plan = plan_send(sandbox.state, sandbox.config, body)
+    plan = plan_send(sandbox.state, sandbox.config, body, origin=_origin(request))
     # Signed by the app the account's deliveries come from: "app" says, else the Instagram app when only it
     # is subscribed to the account (connected through Instagram Login), else the Meta app.
     app = body.get("app")
@@ -407,6 +415,21 @@ async def webhooks_send(request: Request) -> Response:
         error = {"code": "webhook_unreachable", "message": exc.reason, "url": plan.url}
         return JSONResponse({"error": error, **exc.result}, status_code=502)
     return JSONResponse(result)
+
+
+async def media(request: Request) -> Response:
+    """A file on the sandbox's CDN, as the emitter makes for each attachment: ``{type, media?, ttl_seconds?}``
+    → ``{url, expires_at}`` (sandbox/cdn.py)."""
+    state = _sandbox(request).state
+    body = await _object(request)
+    spec = body.get("media")
+    if spec is not None and not isinstance(spec, dict):
+        raise ControlError("media must be an object {base64?, content_type?, size?}")
+    ttl = int(body.get("ttl_seconds", state.media_ttl_seconds))
+    if not 0 <= ttl <= 90 * 86_400:
+        raise ControlError("ttl_seconds must be between 0 and 7776000")
+    url = cdn.register(state, _origin(request), str(body.get("type", "image")), spec, ttl)
+    return JSONResponse({"url": url, "expires_at": state.now() + ttl})
 
 
 async def webhooks_log(request: Request) -> Response:
@@ -489,12 +512,6 @@ async def person_picture(request: Request) -> Response:
     return Response(picture_png(request.path_params["igsid"]), media_type="image/png")
 
 
-async def media(request: Request) -> Response:
-    """A picture for attachment URLs (``attachment_url`` of ``webhooks/send``) that loads without the
-    internet: a 64-pixel square in a colour derived from the name."""
-    return Response(picture_png(request.path_params["name"], size=64), media_type="image/png")
-
-
 def control_routes() -> list[Route]:
     return [
         Route("/_sandbox/reset", _handles_errors(reset), methods=["POST"]),
@@ -512,9 +529,9 @@ def control_routes() -> list[Route]:
         Route("/_sandbox/config", _handles_errors(config), methods=["POST"]),
         Route("/_sandbox/webhooks/send", _handles_errors(webhooks_send), methods=["POST"]),
         Route("/_sandbox/webhooks", _handles_errors(webhooks_log), methods=["GET"]),
+        Route("/_sandbox/media", _handles_errors(media), methods=["POST"]),
         Route("/_sandbox/people", _handles_errors(people), methods=["POST"]),
         Route("/_sandbox/people/{igsid}", _handles_errors(person_detail), methods=["GET"]),
         Route("/_sandbox/people/{igsid}/picture.png", person_picture, methods=["GET"]),
         Route("/_sandbox/messages", _handles_errors(messages), methods=["GET"]),
-        Route("/_sandbox/media/{name}", media, methods=["GET"]),
     ]

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from sandbox import cdn
 from sandbox.state import WEBHOOK_LOG_LIMIT, SandboxConfig, State
 from sandbox.webhooks import (
     ATTACHMENT_TYPES,
@@ -118,8 +119,24 @@ def _int(body: Mapping[str, Any], key: str, default: int, low: int, high: int) -
     return value
 
 
+MediaURL = Callable[
+    [str], "str | None"
+]  # attachment type -> a CDN URL of the sandbox (or None: Meta's shape)
+
+
+def _no_media(_kind: str) -> str | None:
+    return None
+
+
 def _one(
-    kind: str, events: EventFactory, sender: str, body: Mapping[str, Any], *, target: str, n: int
+    kind: str,
+    events: EventFactory,
+    sender: str,
+    body: Mapping[str, Any],
+    *,
+    target: str,
+    n: int,
+    media: MediaURL = _no_media,
 ) -> Event:
     text = body.get("text")
     numbered = f"{text or 'hello from the sandbox'}" + (f" {n + 1}" if int(body.get("count", 1)) > 1 else "")
@@ -135,9 +152,13 @@ def _one(
     builders: dict[str, Callable[[], Event]] = {
         "echo": lambda: events.echo(sender, numbered),
         "attachment": lambda: events.attachment(
-            sender, str(body.get("attachment_type") or "image"), body.get("attachment_url")
+            sender,
+            str(body.get("attachment_type") or "image"),
+            body.get("attachment_url") or media(str(body.get("attachment_type") or "image")),
         ),
-        "story_mention": lambda: events.story_mention(sender, body.get("attachment_url")),
+        "story_mention": lambda: events.story_mention(
+            sender, body.get("attachment_url") or media("story_mention")
+        ),
         "postback": lambda: events.postback(
             sender, str(body.get("title", "Get started")), str(body.get("payload", "GET_STARTED"))
         ),
@@ -164,10 +185,14 @@ def _reply_to(body: Mapping[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def _events(kind: str, factory: EventFactory, body: Mapping[str, Any], state: State) -> list[Event]:
+def _events(
+    kind: str, factory: EventFactory, body: Mapping[str, Any], state: State, media: MediaURL = _no_media
+) -> list[Event]:
     if kind == "attachment" and body.get("attachment_type") == "all":
         sender = _sender(factory, body, 1)
-        return [factory.attachment(sender, t, body.get("attachment_url")) for t in ATTACHMENT_TYPES]
+        return [
+            factory.attachment(sender, t, body.get("attachment_url") or media(t)) for t in ATTACHMENT_TYPES
+        ]
     if kind == "non_ascii":
         return factory.non_ascii(_sender(factory, body, 1))
     batch = kind == "batch"
@@ -181,7 +206,13 @@ def _events(kind: str, factory: EventFactory, body: Mapping[str, Any], state: St
     spec = {**body, "count": count}
     return [
         _one(
-            kind, factory, _sender(factory, body, n % people + 1, rotate=people > 1), spec, target=target, n=n
+            kind,
+            factory,
+            _sender(factory, body, n % people + 1, rotate=people > 1),
+            spec,
+            target=target,
+            n=n,
+            media=media,
         )
         for n in range(count)
     ]
@@ -194,9 +225,13 @@ def _sender(factory: EventFactory, body: Mapping[str, Any], n: int, *, rotate: b
     return igsid(factory.seed, first + n - 1)
 
 
-def plan_send(state: State, config: SandboxConfig, body: Mapping[str, Any]) -> SendPlan:
+def plan_send(
+    state: State, config: SandboxConfig, body: Mapping[str, Any], *, origin: str | None = None
+) -> SendPlan:
     """What to send, from the control body (advancing the seed's mid counter); ValueError, KeyError or
-    TypeError on bad input (a 400)."""
+    TypeError on bad input (a 400). With `origin` (the sandbox's own), attachments without an
+    ``attachment_url`` get a URL of the sandbox's CDN (sandbox/cdn.py) that works for ``media_ttl_seconds``
+    (default: the configured one), with the bytes of ``media`` (default: a small real file of the type)."""
     kind = str(body.get("kind", "message"))
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(sorted(KINDS))}")
@@ -222,7 +257,7 @@ def plan_send(state: State, config: SandboxConfig, body: Mapping[str, Any]) -> S
         factory = EventFactory(
             account_id, seed=seed, start_ms=start_ms, first_mid=state.webhook_counters[seed] + 1
         )
-        events = _events(kind, factory, body, state)
+        events = _events(kind, factory, body, state, _media_urls(state, origin, body))
         state.webhook_counters[seed] = factory.next_mid_number - 1
         if kind in WINDOW_KINDS:
             for event in events:
@@ -243,6 +278,16 @@ def plan_send(state: State, config: SandboxConfig, body: Mapping[str, Any]) -> S
         timeout=float(body.get("timeout_seconds") or config.webhook_timeout_seconds),
         last_new_mid=last_new_mid,
     )
+
+
+def _media_urls(state: State, origin: str | None, body: Mapping[str, Any]) -> MediaURL:
+    if origin is None:
+        return _no_media
+    ttl = _int(body, "media_ttl_seconds", state.media_ttl_seconds, 0, 90 * 86_400)
+    spec = body.get("media")
+    if spec is not None and not isinstance(spec, Mapping):
+        raise ValueError("media must be an object {base64?, content_type?, size?}")
+    return lambda kind: cdn.register(state, origin, kind, spec, ttl)
 
 
 def _wrap(

@@ -436,6 +436,9 @@ class State:
     echoes: EchoMode = "on"
     echo_delay_ms: float = 200.0
     send_usage: dict[str, int] | None = None  # forced X-Business-Use-Case-Usage values
+    # The attachment CDN (sandbox/cdn.py): bytes by asset id, and how long a new attachment URL works.
+    media_assets: dict[str, Any] = field(default_factory=dict)
+    media_ttl_seconds: int = 600
 
     def __post_init__(self) -> None:
         self.reset()
@@ -461,8 +464,10 @@ class State:
             self.sent_by_mid,
             self.send_second,
             self.send_minute,
+            self.media_assets,
         ):
             table.clear()
+        self.media_ttl_seconds = 600
         for counter in (
             self.calls,
             self.exchanges,

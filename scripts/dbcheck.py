@@ -50,6 +50,20 @@ ACCEPTED = {
     "account): RLS on and no policy denies the API roles, as intended",
     ("rls_enabled_no_policy", "public.instagram_settings"): "service-only table (the workers' sending "
     "settings): RLS on and no policy denies the API roles; the sending RPCs read it as security definer",
+    ("rls_enabled_no_policy", "public.instagram_media_settings"): "service-only table (the media URL signing "
+    "key and URL base): RLS on and no policy denies the API roles; instagram_media_url reads it as security definer",
+    (
+        "rls_enabled_no_policy",
+        "public.instagram_media_objects",
+    ): "service-only table (where stored media bytes "
+    "are): RLS on and no policy denies the API roles; members get signed URLs from instagram_media_url",
+    ("rls_enabled_no_policy", "public.instagram_media"): "service-only table (queue of attachment copies): "
+    "RLS on and no policy denies the API roles; the message carries each copy's status",
+    (
+        "rls_enabled_no_policy",
+        "public.instagram_media_deletions",
+    ): "service-only table (queue of stored bytes "
+    "to delete): RLS on and no policy denies the API roles, as intended",
 }
 
 

@@ -71,8 +71,9 @@ wait_for() {
 SANDBOX_WEBHOOK_URL=${SANDBOX_WEBHOOK_URL:-http://127.0.0.1:$API_PORT/functions/v1/instagram-webhook} \
   "$BIN/instagram-dm" --env-file "$ENV_FILE" sandbox --port $SANDBOX_PORT > .local/sandbox.log 2>&1 & pids+=($!)
 wait_for http://127.0.0.1:$SANDBOX_PORT/_sandbox/state sandbox
-# Demo: long-lived tokens last 5 days instead of 60, so a fresh connect is already due for refresh.
-"$BIN/python" -c "import httpx; httpx.post('http://127.0.0.1:54331/_sandbox/config', json={'long_lived_seconds': 432000}).raise_for_status()"
+# Demo: long-lived tokens last 5 days instead of 60, so a fresh connect is already due for refresh; attachment
+# URLs expire after 2 minutes, so "Receive a photo" shows the copy outliving Meta's link (docs/media.md).
+"$BIN/python" -c "import httpx; httpx.post('http://127.0.0.1:54331/_sandbox/config', json={'long_lived_seconds': 432000, 'media_ttl_seconds': 120}).raise_for_status()"
 "$BIN/instagram-dm" --env-file "$ENV_FILE" api --port $API_PORT > .local/api.log 2>&1 & pids+=($!)
 wait_for http://127.0.0.1:$API_PORT/readyz api
 "$BIN/instagram-dm" --env-file "$ENV_FILE" worker > .local/worker.log 2>&1 & pids+=($!)

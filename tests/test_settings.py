@@ -120,6 +120,8 @@ def test_readme_table_lists_the_defaults_settings_reads() -> None:
         "INSTAGRAM_HUMAN_AGENT_ENABLED",
         "INSTAGRAM_SEND_RATE_PER_SECOND",
         "INSTAGRAM_SEND_ECHO_WAIT_SECONDS",
+        "INSTAGRAM_MEDIA_DIR",
+        "INSTAGRAM_MEDIA_URL_TTL_SECONDS",
         "LOG_LEVEL",
         "INSTAGRAM_DM_DB_PORT",
         "INSTAGRAM_DM_DB_DIR",

@@ -27,6 +27,7 @@ def routes() -> list[Route]:
         Route("/dev/session", session.sign_out, methods=["DELETE"]),
         Route("/dev/session/token", session.token, methods=["GET"]),
         Route("/dev/api/inbox", data.inbox, methods=["GET"]),
+        Route("/dev/media/{message_id}", data.media, methods=["GET"]),
         Route("/dev/api/read", data.mark_read, methods=["POST"]),
         Route("/dev/api/send", data.send, methods=["POST"]),
         Route("/dev/api/retry", data.retry, methods=["POST"]),

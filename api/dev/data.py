@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from api.dev.session import acting_user
 from api.resources import resources
@@ -200,3 +200,17 @@ async def disconnect(request: Request) -> Response:
     _, user = await acting_user(request)
     result = await resources(request).service.disconnect(user=user, integration_id=integration_id)
     return JSONResponse(asdict(result))
+
+
+async def media(request: Request) -> Response:
+    """``GET /dev/media/{message_id}?index=``: the stored copy of an attachment, as the web app shows one —
+    ``instagram_media_url`` as the user, then a redirect to the signed URL (the page's ``<img src>``)."""
+    _, user = await acting_user(request)
+    index = request.query_params.get("index", "0")
+    signed = await rpc.media_url(
+        resources(request).db,
+        user,
+        message_id=_uuid(request.path_params["message_id"], "message_id"),
+        index=int(index) if index.isdigit() else 0,
+    )
+    return RedirectResponse(signed.url, status_code=302, headers={"Cache-Control": "no-store"})

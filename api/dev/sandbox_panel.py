@@ -80,10 +80,7 @@ async def prospect_dm(request: Request) -> Response:
             raise errors.BadRequestError("person must be between 1 and 99.", code="invalid_person")
         spec["person"] = person
         spec["account_id"] = await _account(request, user, demo.imo_id, None)
-    if kind != "message":
-        # A picture the sandbox serves itself (at the Graph origin), so the page can show it offline.
-        name = f"{kind}-{int(time.time() * 1000)}"
-        spec["attachment_url"] = f"{resources(request).settings.graph_base_url}/_sandbox/media/{name}.png"
+    # Attachments get a URL of the sandbox's CDN that expires as Meta's do; the worker copies them first.
     if hours_ago:
         spec["start_ms"] = int((time.time() - hours_ago * 3600) * 1000)
     return JSONResponse(await _sandbox(request, "webhooks/send", spec))

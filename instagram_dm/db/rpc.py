@@ -52,6 +52,13 @@ Python (SQL ``public.instagram_…``)    what it does                           
 ``send_reslot``                        a new pacing slot for a held send that woke too late   service_role
 ``settings_apply``                     publish the worker's sending settings to the database  service_role
 ``usage_add_calls``                    add a worker's Meta API call counts per IMO            service_role
+``media_settings_apply``               publish the API's media URL base and TTL               service_role
+``media_lookup``                       bytes with this SHA-256 already stored for the IMO     service_role
+                                       of a media copy a worker holds
+``media_url``                          a short-lived signed URL of an attachment's copy       authenticated
+                                       (``media_pending`` / ``media_unavailable``)            (as the user)
+``media_open``                         check a signed media URL, say where its bytes are      service_role
+``media_prune``                        the retention: old copies and finished deletions go    service_role
 =====================================  ====================================================  ==============
 
 The job kinds' queue functions (``…_claim_v1`` / ``_complete_vN`` / ``_fail_v1`` / ``_release_v1``) share
@@ -97,6 +104,9 @@ __all__ = [
     "IntegrationTokens",
     "KeyCheck",
     "KeyRotationBatch",
+    "MediaLocation",
+    "MediaSettings",
+    "MediaURL",
     "MessagingAccess",
     "ProfileToken",
     "RefreshEnqueued",
@@ -107,6 +117,7 @@ __all__ = [
     "StateCreated",
     "StateStatus",
     "StoredIntegration",
+    "StoredObject",
     "UnsubscribeToken",
     "WebhookIngested",
     "cancel_scheduled_message",
@@ -121,6 +132,11 @@ __all__ = [
     "list_scheduled_messages",
     "list_templates",
     "mark_conversation_read",
+    "media_lookup",
+    "media_open",
+    "media_prune",
+    "media_settings_apply",
+    "media_url",
     "messaging_access",
     "oauth_state_consume",
     "oauth_state_create",
@@ -1040,6 +1056,105 @@ async def scheduled_dispatch(db: Database, *, limit: int) -> Dispatched:
 
 
 #: Every function of this module, for the catalogue test against pg_proc.
+@dataclass(frozen=True)
+class MediaSettings:
+    """What the API publishes for ``instagram_media_url``: its public media URL and a signed URL's life."""
+
+    url_base: str
+    url_ttl_seconds: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"url_base": self.url_base, "url_ttl_seconds": self.url_ttl_seconds}
+
+
+async def media_settings_apply(db: Database, *, settings: MediaSettings) -> None:
+    """``instagram_media_settings_apply_v1``."""
+    await db.rpc("instagram_media_settings_apply_v1", {"p_settings": settings.to_json()})
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """Bytes an IMO already stored (``media_lookup``), or None."""
+
+    storage_key: str
+    size: int
+    content_type: str
+
+
+async def media_lookup(db: Database, *, job_id: int, worker: str, sha256: str) -> StoredObject | None:
+    """``instagram_media_lookup_v1``: NotFoundError ``job_not_held`` when `worker` does not hold the job."""
+    result = _object(
+        await db.rpc(
+            "instagram_media_lookup_v1", {"p_job_id": job_id, "p_worker": worker, "p_sha256": sha256}
+        ),
+        "instagram_media_lookup_v1",
+    )
+    if not result.get("found"):
+        return None
+    return StoredObject(_str(result, "storage_key"), _int(result, "size"), _str(result, "content_type"))
+
+
+@dataclass(frozen=True)
+class MediaURL:
+    """A signed URL of our copy of one attachment."""
+
+    url: str = field(repr=False)  # a bearer of access until it expires
+    expires_at: datetime
+    content_type: str
+    size: int
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> MediaURL:
+        expires = _opt_datetime(data, "expires_at")
+        if expires is None:
+            raise _unexpected("expires_at is missing")
+        return cls(_str(data, "url"), expires, _str(data, "content_type"), _int(data, "size"))
+
+
+async def media_url(db: Database, user: ActingUser, *, message_id: str, index: int = 0) -> MediaURL:
+    """``instagram_media_url``, as `user`: NotFoundError ``not_found``; BadRequestError ``media_pending`` /
+    ``media_unavailable``."""
+    result = await db.rpc_as_user(user, "instagram_media_url", {"p_message_id": message_id, "p_index": index})
+    return MediaURL.from_json(_object(result, "instagram_media_url"))
+
+
+@dataclass(frozen=True)
+class MediaLocation:
+    """Where the bytes behind a valid signed URL are."""
+
+    media_id: int
+    attachment_type: str
+    storage_key: str
+    content_type: str
+    size: int
+
+
+async def media_open(db: Database, *, media_id: int, expires: int, signature: str) -> MediaLocation:
+    """``instagram_media_open_v1``: ForbiddenError ``invalid_signature`` / ``url_expired``, NotFoundError
+    ``not_found`` once the media is deleted."""
+    result = _object(
+        await db.rpc(
+            "instagram_media_open_v1",
+            {"p_media_id": media_id, "p_expires": expires, "p_signature": signature},
+        ),
+        "instagram_media_open_v1",
+    )
+    return MediaLocation(
+        _int(result, "media_id"),
+        _str(result, "attachment_type"),
+        _str(result, "storage_key"),
+        _str(result, "content_type"),
+        _int(result, "size"),
+    )
+
+
+async def media_prune(db: Database, *, keep_days: int | None = None) -> Mapping[str, Any]:
+    """``instagram_media_prune_v1``: ``{media_deleted, deletions_pruned}``."""
+    return _object(
+        await db.rpc("instagram_media_prune_v1", {"p_keep_days": keep_days}), "instagram_media_prune_v1"
+    )
+
+
 CATALOGUE: tuple[Callable[..., Awaitable[object]], ...] = (
     oauth_state_create,
     oauth_state_consume,
@@ -1076,4 +1191,9 @@ CATALOGUE: tuple[Callable[..., Awaitable[object]], ...] = (
     reschedule_message,
     list_scheduled_messages,
     scheduled_dispatch,
+    media_settings_apply,
+    media_lookup,
+    media_url,
+    media_open,
+    media_prune,
 )

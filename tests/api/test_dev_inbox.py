@@ -61,7 +61,7 @@ async def test_receive_a_dm_shows_up_in_the_inbox_data(
 async def test_an_image_dm_carries_a_picture_the_sandbox_serves(
     dev_api: str, sandbox: Any, pg: asyncpg.Connection, db: AsyncpgDatabase, graph_client: GraphClient
 ) -> None:
-    """An image DM's attachment URL is the sandbox's own media route, which answers a PNG."""
+    """An image DM's attachment URL is on the sandbox's CDN, which answers a PNG while it lasts."""
     await create_integrations(pg, sandbox, 1)
     async with signed_in(dev_api) as http:
         assert (await http.post("/dev/sandbox/dm", json={"kind": "image"})).status_code == 200

@@ -107,9 +107,13 @@ def stack(sandbox_server: str, database_url: str) -> Iterator[str]:
 
 
 @pytest.fixture
-def live(stack: str, sandbox: Any, pg: Any) -> str:
-    """The stack on a database reset to the seed and a reset sandbox that delivers webhooks to the API."""
+async def live(stack: str, sandbox: Any, pg: Any) -> str:
+    """The stack on a database reset to the seed and a reset sandbox that delivers webhooks to the API; media
+    URLs point at this API again (the API published its URL at start-up, and the reset put back the default)."""
     sandbox.configure(webhook_url=f"{stack}/functions/v1/instagram-webhook")
+    await pg.execute(
+        "update public.instagram_media_settings set url_base = $1", f"{stack}/functions/v1/instagram-media"
+    )
     return stack
 
 

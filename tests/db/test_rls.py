@@ -36,6 +36,7 @@ APP_FACING_FUNCTIONS = {
     "instagram_cancel_scheduled_message",
     "instagram_reschedule_message",
     "instagram_list_scheduled_messages",
+    "instagram_media_url",
 }
 # Tables an authenticated user may read that have no imo_id: their own IMOs, and the plans catalogue.
 READABLE_WITHOUT_IMO_ID = {"public.imos", "public.subscription_plans"}
@@ -48,6 +49,10 @@ SERVICE_ONLY = {
     "public.instagram_send_jobs",
     "public.instagram_send_pacing",
     "public.instagram_settings",
+    "public.instagram_media_settings",
+    "public.instagram_media_objects",
+    "public.instagram_media",
+    "public.instagram_media_deletions",
 }
 
 

@@ -93,6 +93,11 @@ function avatar(participant) {
 // Every attachment shown on the page gets its URL here. For now it is the attachment's own URL (Meta's
 // CDN; the sandbox in development); the signed URL of our stored copy (instagram_media_url) replaces it.
 function attachmentUrl(message, index, attachment) {
+  // Our stored copy once the worker has it (instagram_media_url, as the user); Meta's link until then,
+  // nothing once Meta's copy was gone before we got it.
+  const media = attachment.media || {};
+  if (media.status === 'stored') return `/dev/media/${encodeURIComponent(message.id)}?index=${index}`;
+  if (media.status === 'unavailable' || media.status === 'expired') return null;
   const payload = attachment.payload || {};
   return payload.url || attachment.url || null;
 }
