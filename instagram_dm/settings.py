@@ -135,6 +135,9 @@ class Settings:
     human_agent_enabled: bool = False
     send_rate_per_second: float = 100.0
     send_echo_wait_seconds: float = 20.0
+    # GET /metrics (API and worker): with a token, `Authorization: Bearer <token>` from anywhere; without
+    # one, loopback clients only.
+    metrics_token: Secret = field(default_factory=lambda: Secret(""))
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:
@@ -206,6 +209,7 @@ class Settings:
                 low=0,
                 high=3600,
             ),
+            metrics_token=Secret(get("INSTAGRAM_METRICS_TOKEN")),
             log_level=log_level,
         )
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, cast
 
-from instagram_dm import errors
+from instagram_dm import errors, metrics
 from instagram_dm.backoff import Backoff
 from instagram_dm.db import rpc
 from instagram_dm.db.port import Database
@@ -182,6 +182,7 @@ class SendKind:
 
     async def run(self, job: SendJob, *, worker_id: str) -> Mapping[str, Any]:
         result: Mapping[str, Any]
+        meta_code: int | None = None  # Meta's error code, when Meta refused the send
         try:
             await self._page_token(job, worker_id)  # before the slot: the request leaves on time
             ready = await self._wait_for_slot(job, worker_id)
@@ -190,9 +191,11 @@ class SendKind:
         except errors.InstagramDMError as exc:  # the database, before anything was sent: try again later
             result = self._not_sent(job, exc.code, exc.message)
         else:
-            result = (
-                await self._send(job, worker_id) if ready else self._not_sent(job, "no_slot", "No free slot.")
-            )
+            if ready:
+                meta_code, result = await self._send(job, worker_id)
+            else:
+                result = self._not_sent(job, "no_slot", "No free slot.")
+        metrics.SENDS.labels(result["outcome"], "" if meta_code is None else str(meta_code)).inc()
         log.info(
             "send.finished",
             extra={**job.log_extra(), "outcome": result["outcome"], "error_code": result.get("error_code")},
@@ -237,10 +240,11 @@ class SendKind:
         self._tokens[job.integration_id] = (token.token_version, token.page_token)
         return token.page_token
 
-    async def _send(self, job: SendJob, worker_id: str) -> dict[str, Any]:
+    async def _send(self, job: SendJob, worker_id: str) -> tuple[int | None, dict[str, Any]]:
+        """Send once; (Meta's error code or None, the outcome for the complete RPC)."""
         page_token = await self._page_token(job, worker_id)
         if not page_token:
-            return {
+            return None, {
                 "outcome": "reauth",
                 "error_code": "no_token",
                 "error_message": "The account has no Page token.",
@@ -256,14 +260,14 @@ class SendKind:
                 tag=job.tag,
             )
         except GraphError as exc:
-            return outcome_for(
+            return exc.meta_code, outcome_for(
                 exc,
                 attempt=job.attempt,
                 max_attempts=job.max_attempts,
                 backoff=self._backoff,
                 now=self._clock(),
             )
-        return {
+        return None, {
             "outcome": "sent",
             "meta_message_id": sent.message_id,
             "usage_percent": sent.usage_percent,
