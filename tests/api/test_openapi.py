@@ -32,7 +32,9 @@ TIME_BUDGET_SECONDS = 30.0
 
 
 def app_for(environment: str) -> Starlette:
-    env = settings_env("http://sandbox.invalid", "postgresql://u:p@127.0.0.1:1/db", INSTAGRAM_DM_ENV=environment)
+    env = settings_env(
+        "http://sandbox.invalid", "postgresql://u:p@127.0.0.1:1/db", INSTAGRAM_DM_ENV=environment
+    )
     return create_app(Settings.from_environ(env, env_file=None))
 
 
@@ -51,7 +53,7 @@ def mounted(app: Starlette) -> set[tuple[str, str]]:
             elif isinstance(route, Route):
                 out.update((prefix + route.path, m.lower()) for m in (route.methods or ()) if m != "HEAD")
             else:
-                raise AssertionError(f"a route of a kind this test cannot read: {route!r}")
+                raise TypeError(f"a route of a kind this test cannot read: {route!r}")
 
     walk(list(app.routes), "")
     return out

@@ -64,7 +64,7 @@ def scrape(url: str) -> Samples:
     return samples(response.text)
 
 
-async def test_a_delivery_and_a_send_move_their_metrics(  # noqa: PLR0917 - fixtures
+async def test_a_delivery_and_a_send_move_their_metrics(
     metrics_api: str, sandbox: Any, db: AsyncpgDatabase, send_graph: GraphClient, pg: asyncpg.Connection
 ) -> None:
     """After a DM is received and processed and a reply sent, /metrics counts the webhook POSTs by route
@@ -99,7 +99,7 @@ async def test_a_delivery_and_a_send_move_their_metrics(  # noqa: PLR0917 - fixt
     assert value(after, "instagram_dm_integrations", status="connected") == 1
     assert value(after, "instagram_dm_tokens_expiring_7d") == 1  # connected with 3 days left
     for kind in ("refresh", "unsubscribe", "webhooks", "profiles", "send"):
-        assert (("instagram_dm_queue_jobs", frozenset({("kind", kind), ("state", "due")})) in after), kind
+        assert ("instagram_dm_queue_jobs", frozenset({("kind", kind), ("state", "due")})) in after, kind
         assert ("instagram_dm_queue_oldest_due_age_seconds", frozenset({("kind", kind)})) in after, kind
 
 
@@ -138,17 +138,17 @@ def test_a_metrics_token_is_required_once_configured(sandbox: Any, database_url:
 async def test_worker_port_serves_the_same_metrics(db: AsyncpgDatabase) -> None:
     """The worker's metrics server answers GET /metrics with the exposition (the database's state read),
     404 elsewhere, and 401 without its token when one is set."""
-    async with MetricsServer(db, host="127.0.0.1", port=0).running() as server:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as client:
-            ok = await client.get("/metrics")
-            elsewhere = await client.get("/")
+    plain = MetricsServer(db, host="127.0.0.1", port=0)
+    async with plain.running(), httpx.AsyncClient(base_url=f"http://127.0.0.1:{plain.port}") as client:
+        ok = await client.get("/metrics")
+        elsewhere = await client.get("/")
     assert ok.status_code == 200
     assert value(samples(ok.text), "instagram_dm_snapshot_up") == 1
     assert (elsewhere.status_code, elsewhere.json()["error"]["code"]) == (404, "not_found")
-    async with MetricsServer(db, host="127.0.0.1", port=0, token=METRICS_TOKEN).running() as server:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as client:
-            refused = await client.get("/metrics")
-            allowed = await client.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+    guarded = MetricsServer(db, host="127.0.0.1", port=0, token=METRICS_TOKEN)
+    async with guarded.running(), httpx.AsyncClient(base_url=f"http://127.0.0.1:{guarded.port}") as client:
+        refused = await client.get("/metrics")
+        allowed = await client.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
     assert (refused.status_code, allowed.status_code) == (401, 200)
 
 
