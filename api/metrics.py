@@ -37,6 +37,18 @@ class HTTPMetrics:
     def __init__(self, app: ASGIApp, routes: Sequence[BaseRoute]) -> None:
         self.app = app
         self.routes = routes
+        # (path, method) -> template, for routes without path parameters only: a finite set, so the cache
+        # stays bounded whatever paths clients try.
+        self._templates: dict[tuple[str, str], str] = {}
+
+    def _template(self, scope: Scope) -> str:
+        key = (scope["path"], scope["method"])
+        template = self._templates.get(key)
+        if template is None:
+            template = route_template(self.routes, scope)
+            if template == scope["path"]:
+                self._templates[key] = template
+        return template
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -52,7 +64,7 @@ class HTTPMetrics:
                 metrics.HTTP_DURATION.labels(route, scope["method"]).observe(time.perf_counter() - started)
             await send(message)
 
-        route = route_template(self.routes, scope)
+        route = self._template(scope)
         try:
             await self.app(scope, receive, counting_send)
         finally:
