@@ -24,7 +24,7 @@ FAULTS_DB_PORT ?= 54398
 FAULTS_URL := postgresql://postgres:postgres@127.0.0.1:$(FAULTS_DB_PORT)/postgres
 FAULTS_DB := INSTAGRAM_DM_DB_DIR=$(FAULTS_DB_DIR) INSTAGRAM_DM_DB_PORT=$(FAULTS_DB_PORT)
 
-.PHONY: run test install browser lock db db-stop dbcheck lint typecheck pytest bench bench-stop faults faults-stop clean
+.PHONY: run test install browser lock db db-stop dbcheck rpc-docs lint typecheck pytest bench bench-stop faults faults-stop clean
 
 run: install
 	@scripts/run.sh
@@ -85,6 +85,12 @@ db-stop:
 # Supabase's own checks on the migrated database: `supabase db lint` and `supabase db advisors`.
 dbcheck: install db
 	@$(BIN)/python scripts/dbcheck.py
+
+# docs/rpc.md, the catalogue of the app-facing RPCs, from the migrated database (function comments and
+# pg_catalog). Run it after changing an app-facing function or its comment; tests/test_rpc_docs.py fails
+# while the file is stale.
+rpc-docs: install db
+	@DATABASE_URL="$$(scripts/db.sh url)" $(BIN)/instagram-dm --env-file /dev/null rpc-docs
 
 lint:
 	@$(BIN)/ruff check .

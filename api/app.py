@@ -20,8 +20,9 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route
 
-from api import dev, media, routes, webhook
+from api import dev, media, openapi, routes, webhook
 from api import errors as api_errors
+from api.metrics import HTTPMetrics, metrics_endpoint
 from api.resources import Resources, State
 from api.timing import ServerTimingMiddleware
 from instagram_dm import errors, logs
@@ -119,11 +120,14 @@ def create_app(
         Route("/functions/v1/instagram-media/{media_id}", media.serve, methods=["GET", "HEAD"]),
         Route("/healthz", routes.healthz, methods=["GET"]),
         Route("/readyz", routes.readyz, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
+        Route("/openapi.json", openapi.openapi_endpoint, methods=["GET"]),
     ]
     if settings.is_development:
         route_list += dev.routes()
     middleware = [
-        Middleware(api_errors.LastResort),  # outermost: nothing unhandled reaches the server's traceback
+        Middleware(HTTPMetrics, routes=route_list),  # outermost: counts every answer, the 500s too
+        Middleware(api_errors.LastResort),  # nothing unhandled reaches the server's traceback
         Middleware(webhook.WebhookReceiver),  # POST deliveries: first, past none of the others
         Middleware(ServerTimingMiddleware),
         Middleware(

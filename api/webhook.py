@@ -15,7 +15,7 @@ from api import errors as api_errors
 from api.body import receive_capped, refuse_declared
 from api.errors import error_response
 from api.resources import Resources, resources
-from instagram_dm import errors
+from instagram_dm import errors, metrics
 from instagram_dm.graph.models import FACEBOOK_LOGIN, INSTAGRAM_LOGIN
 from instagram_dm.webhooks import MAX_DELIVERY_BYTES, SIGNATURE_HEADER, handshake_challenge, signature_valid
 
@@ -48,6 +48,9 @@ class WebhookReceiver:
     signature does not match, 413 over 1 MiB (declared or streamed), the domain error's status (503 when
     the database does not answer) otherwise; a ``Server-Timing`` header on each."""
 
+    #: The one operation it answers itself (no mounted route has it; the OpenAPI test reads this).
+    operation = (WEBHOOK_PATH, "POST")
+
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
@@ -56,15 +59,25 @@ class WebhookReceiver:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
+        outcome = "invalid_signature"
         try:
             response = await _store_delivery(scope, receive)
         except ClientDisconnect:
+            metrics.WEBHOOK_DELIVERIES.labels("client_disconnected").inc()
             return
         except errors.InstagramDMError as exc:
+            outcome = exc.code
             response = await api_errors.domain_error(Request(scope), exc)
         except Exception as exc:
+            outcome = "internal_error"
             response = await api_errors.unexpected_error(Request(scope), exc)
-        timing = (b"server-timing", f"app;dur={(time.perf_counter() - started) * 1000:.3f}".encode())
+        elapsed = time.perf_counter() - started
+        timing = (b"server-timing", f"app;dur={elapsed * 1000:.3f}".encode())
+        if response is None:
+            metrics.WEBHOOK_DELIVERIES.labels("accepted").inc()
+            metrics.WEBHOOK_INGEST.observe(elapsed)
+        else:
+            metrics.WEBHOOK_DELIVERIES.labels(outcome).inc()
         if response is None:
             await send({"type": "http.response.start", "status": 200, "headers": [*_OK_HEADERS, timing]})
             await send({"type": "http.response.body", "body": _OK_BODY})

@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from cli import dev_token, doctor, keys, serve, webhooks, worker
+from cli import dev_token, doctor, keys, rpc_docs, serve, status, webhooks, worker
 from instagram_dm import errors, logs
 from instagram_dm.settings import Settings
 
@@ -21,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--env-file", default=".env", help="dotenv file to read (default: .env)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
-    for module in (serve, worker, webhooks, doctor, keys, dev_token):
+    for module in (serve, worker, webhooks, doctor, status, rpc_docs, keys, dev_token):
         module.register(sub)
     return parser
 

@@ -31,6 +31,7 @@ from worker.kinds.scheduled import ScheduledDispatch
 from worker.kinds.send import SendKind
 from worker.kinds.unsubscribe import UnsubscribeKind
 from worker.kinds.webhooks import WebhookKind
+from worker.metrics_server import MetricsServer
 from worker.queue import JobKind
 from worker.runner import Worker, WorkerOptions
 from worker.startup import open_when_ready
@@ -70,6 +71,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     worker.add_argument(
         "--window-days", type=float, default=7.0, help="refresh window for warnings (default 7)"
     )
+    worker.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        metavar="N",
+        help="serve GET /metrics on this port (default: off; 0 picks a free one)",
+    )
+    worker.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        help="address for --metrics-port (default 127.0.0.1; elsewhere, set INSTAGRAM_METRICS_TOKEN)",
+    )
     worker.set_defaults(func=run_worker)
 
     now = sub.add_parser(
@@ -96,11 +109,20 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
         listen=not args.no_listen,
         exit_when_idle=args.exit_when_idle,
     )
+    if args.metrics_port is not None and not 0 <= args.metrics_port <= 65535:
+        raise errors.ConfigError(f"--metrics-port must be a port number, got {args.metrics_port}")
     backoff = Backoff(base=args.retry_base_seconds)
-    return asyncio.run(_run_worker(settings, options, backoff, timedelta(days=args.window_days)))
+    metrics_at = None if args.metrics_port is None else (args.metrics_host, args.metrics_port)
+    return asyncio.run(_run_worker(settings, options, backoff, timedelta(days=args.window_days), metrics_at))
 
 
-async def _run_worker(settings: Settings, options: WorkerOptions, backoff: Backoff, window: timedelta) -> int:
+async def _run_worker(
+    settings: Settings,
+    options: WorkerOptions,
+    backoff: Backoff,
+    window: timedelta,
+    metrics_at: tuple[str, int] | None = None,
+) -> int:
     key, previous = settings.token_encryption_key.reveal(), settings.previous_key
     stop = asyncio.Event()
 
@@ -140,8 +162,15 @@ async def _run_worker(settings: Settings, options: WorkerOptions, backoff: Backo
             worker = Worker(db, kinds, timers=[ScheduledDispatch(db)], options=options)
             reporter = asyncio.create_task(report_calls_forever(db, meter), name="usage-report")
             try:
-                with signals.on_stop(worker.on_signal):
-                    return await worker.run()
+                async with contextlib.AsyncExitStack() as stack:
+                    if metrics_at is not None:
+                        host, port = metrics_at
+                        server = MetricsServer(
+                            db, host=host, port=port, token=settings.metrics_token.reveal()
+                        )
+                        await stack.enter_async_context(server.running())
+                    with signals.on_stop(worker.on_signal):
+                        return await worker.run()
             finally:
                 reporter.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -156,6 +156,9 @@ class Settings:
     media_dir: str = DEFAULT_MEDIA_DIR
     media_base_url: str = ""
     media_url_ttl_seconds: int = 300
+    # GET /metrics (API and worker): with a token, `Authorization: Bearer <token>` from anywhere; without
+    # one, loopback clients only.
+    metrics_token: Secret = field(default_factory=lambda: Secret(""))
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:
@@ -249,6 +252,7 @@ class Settings:
                     high=86_400,
                 )
             ),
+            metrics_token=Secret(get("INSTAGRAM_METRICS_TOKEN")),
             log_level=log_level,
         )
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from instagram_dm import errors, usage
+from instagram_dm import errors, metrics, usage
 from instagram_dm.db.port import Database
 from worker import retry
 from worker.queue import Done, Failed, Job, JobId, JobKind, Outcome, Queue, utcnow
@@ -312,6 +312,7 @@ class Worker:
             lane.outcomes.append(failed)
         else:
             lane.outcomes.append(Done(job, result))
+            metrics.JOB_DURATION.labels(kind.name).observe(time.monotonic() - started)
             if log.isEnabledFor(logging.DEBUG):  # the hot path: build no log record nobody reads
                 elapsed = round((time.monotonic() - started) * 1000, 1)
                 log.debug(
@@ -369,6 +370,7 @@ class Worker:
             # Otherwise not recordable: the lease expires and the job runs again (its attempt counted).
         else:
             self.stats["failed"] += 1
+            metrics.JOBS.labels(lane.kind.name, failure.action).inc()
         return True
 
     async def _complete(self, lane: _Lane, done: list[Done], failed: list[Failed]) -> bool:
@@ -399,8 +401,10 @@ class Worker:
                     return False
             return True
         self.stats["completed"] += completed
+        metrics.JOBS.labels(kind, "completed").inc(completed)
         if stale:
             self.stats["stale"] += stale
+            metrics.JOBS.labels(kind, "stale").inc(stale)
             log.warning("job.lease_lost", extra=self._extra(kind=kind, count=stale))
         return True
 
@@ -495,4 +499,5 @@ class Worker:
             log.warning("worker.release_failed", extra=self._extra(kind=lane.kind.name, error_code=exc.code))
             return
         self.stats["released"] += released
+        metrics.JOBS.labels(lane.kind.name, "released").inc(released)
         log.info("job.released", extra=self._extra(kind=lane.kind.name, count=released, job_ids=ids))

@@ -59,6 +59,10 @@ Python (SQL ``public.instagram_…``)    what it does                           
                                        (``media_pending`` / ``media_unavailable``)            (as the user)
 ``media_open``                         check a signed media URL, say where its bytes are      service_role
 ``media_prune``                        the retention: old copies and finished deletions go    service_role
+``ops_snapshot``                       queues per kind, integrations by status, expiring      service_role
+                                       tokens, webhook lag, last errors (metrics, status)
+``rpc_catalogue``                      the functions authenticated may call, from pg_catalog  service_role
+                                       (``instagram-dm rpc-docs``)
 =====================================  ====================================================  ==============
 
 The job kinds' queue functions (``…_claim_v1`` / ``_complete_vN`` / ``_fail_v1`` / ``_release_v1``) share
@@ -108,8 +112,13 @@ __all__ = [
     "MediaSettings",
     "MediaURL",
     "MessagingAccess",
+    "OpsError",
+    "OpsQueue",
+    "OpsSnapshot",
     "ProfileToken",
     "RefreshEnqueued",
+    "RpcArgument",
+    "RpcFunction",
     "SendSlot",
     "SendToken",
     "SendingSettings",
@@ -140,6 +149,7 @@ __all__ = [
     "messaging_access",
     "oauth_state_consume",
     "oauth_state_create",
+    "ops_snapshot",
     "profile_token",
     "refresh_enqueue",
     "refresh_enqueue_one",
@@ -147,6 +157,7 @@ __all__ = [
     "reschedule_message",
     "retry_message",
     "rotate_key_batch",
+    "rpc_catalogue",
     "schedule_message",
     "scheduled_dispatch",
     "send_message",
@@ -1155,6 +1166,144 @@ async def media_prune(db: Database, *, keep_days: int | None = None) -> Mapping[
     )
 
 
+# ---- operations: metrics, `instagram-dm status`, the RPC catalogue ----------------------------------
+
+
+def _float(data: Mapping[str, Any], key: str) -> float:
+    value = data.get(key)
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise _unexpected(f"{key} is not a number")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class OpsQueue:
+    """One job kind's queue: jobs by state, how late the most overdue one is, what was buried lately."""
+
+    kind: str
+    available: int
+    running: int
+    retryable: int
+    due: int
+    oldest_due_seconds: float
+    discarded_24h: int
+    failed: int  # webhooks only: deliveries kept as not JSON / an unknown shape
+    unroutable: int  # webhooks only: deliveries for an account no live integration has
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> OpsQueue:
+        return cls(
+            kind=_str(data, "kind"),
+            available=_int(data, "available"),
+            running=_int(data, "running"),
+            retryable=_int(data, "retryable"),
+            due=_int(data, "due"),
+            discarded_24h=_int(data, "discarded_24h"),
+            failed=_int(data, "failed"),
+            unroutable=_int(data, "unroutable"),
+            oldest_due_seconds=_float(data, "oldest_due_seconds"),
+        )
+
+
+@dataclass(frozen=True)
+class OpsError:
+    """One recent error: an integration's last one, or a job buried (discarded / failed)."""
+
+    source: str  # "integration" or a job kind
+    id: str
+    code: str
+    message: str | None
+    at: datetime
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> OpsError:
+        return cls(
+            source=_str(data, "source"),
+            id=_str(data, "id"),
+            code=_str(data, "code"),
+            message=_opt_str(data, "message"),
+            at=_datetime(data, "at"),
+        )
+
+
+@dataclass(frozen=True)
+class OpsSnapshot:
+    """What operators watch, read in one call at scrape time (``instagram_ops_snapshot_v1``)."""
+
+    server_time: datetime
+    queues: tuple[OpsQueue, ...]
+    integrations: Mapping[str, int]  # status -> count
+    tokens_expiring_7d: int
+    webhook_lag_seconds: float  # age of the oldest delivery not processed yet (0: none waiting)
+    last_errors: tuple[OpsError, ...]
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> OpsSnapshot:
+        integrations = _object(data.get("integrations"), "instagram_ops_snapshot_v1")
+        return cls(
+            server_time=_datetime(data, "server_time"),
+            queues=tuple(OpsQueue.from_json(q) for q in _array(data.get("queues"), "queues")),
+            integrations={str(k): _int(integrations, k) for k in integrations},
+            tokens_expiring_7d=_int(data, "tokens_expiring_7d"),
+            webhook_lag_seconds=_float(data, "webhook_lag_seconds"),
+            last_errors=tuple(OpsError.from_json(e) for e in _array(data.get("last_errors"), "last_errors")),
+        )
+
+
+async def ops_snapshot(db: Database) -> OpsSnapshot:
+    """``instagram_ops_snapshot_v1``: read-only; callers bound it with a timeout of their own."""
+    result = await db.rpc("instagram_ops_snapshot_v1")
+    return OpsSnapshot.from_json(_object(result, "instagram_ops_snapshot_v1"))
+
+
+@dataclass(frozen=True)
+class RpcArgument:
+    """One argument of an RPC as pg_catalog states it (``default`` is the SQL expression, or None)."""
+
+    name: str
+    type: str
+    default: str | None
+
+
+@dataclass(frozen=True)
+class RpcFunction:
+    """One function ``authenticated`` may execute, as pg_catalog describes it, with its comment."""
+
+    name: str
+    signature: str
+    arguments: tuple[RpcArgument, ...]
+    returns: str
+    security: Literal["definer", "invoker"]
+    volatility: str
+    granted_to: tuple[str, ...]
+    comment: str | None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RpcFunction:
+        security = _str(data, "security")
+        if security not in ("definer", "invoker"):
+            raise _unexpected("security is neither definer nor invoker")
+        return cls(
+            name=_str(data, "name"),
+            signature=_str(data, "signature"),
+            arguments=tuple(
+                RpcArgument(name=_str(a, "name"), type=_str(a, "type"), default=_opt_str(a, "default"))
+                for a in _array(data.get("arguments"), "arguments")
+            ),
+            returns=_str(data, "returns"),
+            security=cast(Literal["definer", "invoker"], security),
+            volatility=_str(data, "volatility"),
+            granted_to=_strings(data, "granted_to"),
+            comment=_opt_str(data, "comment"),
+        )
+
+
+async def rpc_catalogue(db: Database) -> tuple[RpcFunction, ...]:
+    """``instagram_rpc_catalogue_v1``: the app-facing RPCs, by name."""
+    result = await db.rpc("instagram_rpc_catalogue_v1")
+    return tuple(RpcFunction.from_json(f) for f in _array(result, "instagram_rpc_catalogue_v1"))
+
+
 CATALOGUE: tuple[Callable[..., Awaitable[object]], ...] = (
     oauth_state_create,
     oauth_state_consume,
@@ -1196,4 +1345,6 @@ CATALOGUE: tuple[Callable[..., Awaitable[object]], ...] = (
     media_url,
     media_open,
     media_prune,
+    ops_snapshot,
+    rpc_catalogue,
 )

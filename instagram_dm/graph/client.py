@@ -24,7 +24,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 
-from instagram_dm import pkce
+from instagram_dm import metrics, pkce
 from instagram_dm.graph.errors import (
     GraphError,
     MetaOtherError,
@@ -485,10 +485,35 @@ class GraphClient:
         else:
             request = self._http.build_request(method, url, params=dict(params), headers=extra)
         masked_url = scrub(redact(str(request.url)), secrets)
+        endpoint = metrics.meta_endpoint(request.url.path)
         started = time.perf_counter()
         self._calls += 1
         if self._meter is not None:
             self._meter.count()
+        status: int | None = None
+        try:
+            body, headers, status = await self._exchange(request, method, masked_url, started, secrets)
+        except GraphError as exc:
+            metrics.observe_meta_call(
+                endpoint,
+                status=status if status is not None else exc.meta_http_status,
+                seconds=time.perf_counter() - started,
+                error=exc,
+                meta_code=exc.meta_code,
+            )
+            raise
+        metrics.observe_meta_call(endpoint, status=status, seconds=time.perf_counter() - started)
+        return body, headers
+
+    async def _exchange(
+        self,
+        request: httpx.Request,
+        method: str,
+        masked_url: str,
+        started: float,
+        secrets: Sequence[str],
+    ) -> tuple[dict[str, Any], httpx.Headers, int]:
+        """Send one request; Meta's answer as (body, headers, status), or the GraphError it means."""
         try:
             response = await self._http.send(request)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
@@ -520,4 +545,4 @@ class GraphClient:
             if response.status_code < 400 and body is None:
                 raise MetaOtherError(f"Meta answered HTTP {response.status_code} with a non-JSON body")
             raise classify(response.status_code, content, response.headers, secrets=secrets)
-        return body, response.headers
+        return body, response.headers, response.status_code

@@ -23,6 +23,9 @@ comment on column public.instagram_scheduled_messages.template_id is
   'The template rendered when the message goes out (null for a plain text, or once the template is deleted).';
 comment on column public.instagram_scheduled_messages.variables is 'The caller''s values for the template.';
 comment on column public.instagram_scheduled_messages.attempts is 'How many times the row was handed to the send path.';
+-- Operations (instagram_ops_snapshot_v1): the rows going out, and those failed lately.
+create index instagram_scheduled_messages_open_idx on public.instagram_scheduled_messages (updated_at)
+  where status in ('sending', 'failed');
 create index instagram_scheduled_messages_template_idx on public.instagram_scheduled_messages (template_id)
   where template_id is not null;
 
@@ -253,11 +256,10 @@ begin
 end
 $$;
 comment on function public.instagram_schedule_message(uuid, timestamptz, text, uuid, jsonb) is
-  'Members: schedules a text (p_text) or a template (p_template_id + p_variables, rendered when it goes out) '
-  'for p_send_at, 5 seconds to 30 days ahead, and returns it (status scheduled). The 24-hour window is checked '
-  'when it goes out. Refuses: not_found, text_or_template, invalid_variables, invalid_send_at, '
-  'missing_variables, message_too_long, empty_message, integration_not_connected, feature_not_in_plan, '
-  'monthly_limit_reached.';
+$c$Schedules a text (p_text) or a template (p_template_id with p_variables, rendered when it goes out) for p_send_at, 5 seconds to 30 days ahead. The 24-hour window is checked when it goes out; the send's outcome flows back onto the row.
+Caller: members of the conversation's IMO; the integration connected; the plan has instagram_messaging
+Returns: the scheduled message {id, conversation_id, text, template_id, variables, send_at, status: scheduled, attempts, sent_message_id, error_code, error_message, created_by, created_at, dispatched_at, sent_at, cancelled_at}
+Refuses: not_found: no such conversation, or no such template in this agency, or the caller is not a member; text_or_template: both a text and a template; invalid_variables: p_variables is not an object of names to text; invalid_send_at: not 5 seconds to 30 days ahead; missing_variables: names each variable without a value; message_too_long: over 1,000 UTF-8 bytes; empty_message: neither a text nor a template; integration_not_connected, feature_not_in_plan, monthly_limit_reached: as for instagram_send_message$c$;
 revoke execute on function public.instagram_schedule_message(uuid, timestamptz, text, uuid, jsonb) from public, anon;
 grant execute on function public.instagram_schedule_message(uuid, timestamptz, text, uuid, jsonb)
   to authenticated, service_role;
@@ -307,7 +309,10 @@ begin
 end
 $$;
 comment on function public.instagram_cancel_scheduled_message(uuid) is
-  'Members: cancels a scheduled message that has not gone out and returns it. Refuses: not_found, not_cancellable.';
+$c$Cancels a scheduled message that has not gone out yet.
+Caller: members of the scheduled message's IMO
+Returns: the scheduled message of instagram_schedule_message (status cancelled)
+Refuses: not_found: no such scheduled message for this user; not_cancellable: it is no longer waiting for its time (sending, sent, failed or cancelled)$c$;
 revoke execute on function public.instagram_cancel_scheduled_message(uuid) from public, anon;
 grant execute on function public.instagram_cancel_scheduled_message(uuid) to authenticated, service_role;
 
@@ -334,8 +339,10 @@ begin
 end
 $$;
 comment on function public.instagram_reschedule_message(uuid, timestamptz) is
-  'Members: moves a scheduled (or failed) message to p_send_at (5 seconds to 30 days ahead) and returns it. '
-  'Refuses: not_found, not_reschedulable (cancelled, sending or sent), invalid_send_at.';
+$c$Moves a scheduled (or failed) message to p_send_at, 5 seconds to 30 days ahead; a failed one is scheduled again.
+Caller: members of the scheduled message's IMO
+Returns: the scheduled message of instagram_schedule_message (status scheduled)
+Refuses: not_found: no such scheduled message for this user; not_reschedulable: it is cancelled, sending or sent (schedule a new one); invalid_send_at: not 5 seconds to 30 days ahead$c$;
 revoke execute on function public.instagram_reschedule_message(uuid, timestamptz) from public, anon;
 grant execute on function public.instagram_reschedule_message(uuid, timestamptz) to authenticated, service_role;
 
@@ -361,8 +368,10 @@ begin
 end
 $$;
 comment on function public.instagram_list_scheduled_messages(uuid, boolean) is
-  'Members: the conversation''s scheduled messages, soonest first (waiting, going out and failed ones; all with '
-  'p_include_finished). Refuses: not_found.';
+$c$The conversation's scheduled messages, soonest first: those waiting, going out and failed (every one with p_include_finished).
+Caller: members of the conversation's IMO
+Returns: array of the scheduled message objects of instagram_schedule_message
+Refuses: not_found: no such conversation for this user$c$;
 revoke execute on function public.instagram_list_scheduled_messages(uuid, boolean) from public, anon;
 grant execute on function public.instagram_list_scheduled_messages(uuid, boolean) to authenticated, service_role;
 

@@ -690,9 +690,10 @@ begin
 end
 $$;
 comment on function public.instagram_media_url(uuid, integer) is
-  'Members: a short-lived signed URL of our copy of attachment p_index of the message {url, expires_at, '
-  'content_type, size}. Refuses not_found (not a member, no such message or attachment), media_pending (being '
-  'copied), media_unavailable (Meta''s copy was gone, too large, or not kept).';
+$c$A short-lived signed URL of our stored copy of attachment p_index of the message (the API serves it; on Supabase it redirects to Storage).
+Caller: members of the message's IMO
+Returns: {url, expires_at, content_type, size}
+Refuses: not_found: not a member, or no such message or attachment; media_pending: the copy is being made; media_unavailable: Meta's copy was gone before we got it, too large, or not kept$c$;
 revoke execute on function public.instagram_media_url(uuid, integer) from public, anon;
 grant execute on function public.instagram_media_url(uuid, integer) to authenticated, service_role;
 

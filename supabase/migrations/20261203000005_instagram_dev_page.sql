@@ -36,8 +36,10 @@ begin
 end
 $$;
 comment on function public.instagram_messaging_access(uuid) is
-  'Members: {imo_id, imo_name, role, is_admin, plan, instagram_messaging} for the caller in the IMO (what the '
-  'Messages page shows: the inbox, connect and disconnect for admins, or the upgrade message); not_found otherwise.';
+$c$What the caller may do with Instagram messaging in the IMO: what the Messages page shows (the inbox; connect and disconnect for admins; or the upgrade message).
+Caller: members of the IMO
+Returns: {imo_id, imo_name, role, is_admin, plan, instagram_messaging}
+Refuses: not_found: the caller is not a member of the IMO$c$;
 revoke execute on function public.instagram_messaging_access(uuid) from public, anon;
 grant execute on function public.instagram_messaging_access(uuid) to authenticated, service_role;
 
@@ -58,7 +60,9 @@ as $$
   where t.imo_id = p_imo_id and t.is_active
 $$;
 comment on function public.instagram_list_templates(uuid) is
-  'The IMO''s active templates by name, in the shape instagram_upsert_template returns; members only (RLS: '
-  'others get an empty array).';
+$c$The IMO's active templates by name.
+Caller: members of the IMO (security invoker: RLS decides)
+Returns: array of the template objects of instagram_upsert_template
+Refuses: none (anyone else gets an empty array)$c$;
 revoke execute on function public.instagram_list_templates(uuid) from public, anon;
 grant execute on function public.instagram_list_templates(uuid) to authenticated, service_role;

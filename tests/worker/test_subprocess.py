@@ -268,3 +268,40 @@ async def test_a_worker_started_while_the_database_is_down_starts_once_it_is_bac
             proc.kill()
             proc.wait()
         stderr.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_metrics_port_serves_the_worker_metrics(
+    pg: asyncpg.Connection, sandbox: Any, database_url: str
+) -> None:
+    """`instagram-dm worker --metrics-port N` answers GET /metrics on 127.0.0.1:N (the database's state read),
+    and still stops with 0 on SIGTERM."""
+    import httpx
+
+    port = free_port()
+    proc = start_worker(database_url, sandbox, "--metrics-port", str(port), "--poll-interval", "0.2")
+    try:
+        text = ""
+        for _ in range(250):
+            try:
+                response = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2)
+            except httpx.TransportError:
+                await asyncio.sleep(0.04)
+                continue
+            text = response.text
+            break
+        assert "instagram_dm_snapshot_up 1.0" in text
+        assert 'instagram_dm_queue_jobs{kind="refresh",state="due"}' in text
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()

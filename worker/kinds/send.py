@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, cast
 
-from instagram_dm import errors
+from instagram_dm import errors, metrics
 from instagram_dm.backoff import Backoff
 from instagram_dm.db import rpc
 from instagram_dm.db.port import Database
@@ -187,6 +187,7 @@ class SendKind:
 
     async def run(self, job: SendJob, *, worker_id: str) -> Mapping[str, Any]:
         result: Mapping[str, Any]
+        meta_code: int | None = None  # Meta's error code, when Meta refused the send
         try:
             await self._page_token(job, worker_id)  # before the slot: the request leaves on time
             ready = await self._wait_for_slot(job, worker_id)
@@ -195,9 +196,11 @@ class SendKind:
         except errors.InstagramDMError as exc:  # the database, before anything was sent: try again later
             result = self._not_sent(job, exc.code, exc.message)
         else:
-            result = (
-                await self._send(job, worker_id) if ready else self._not_sent(job, "no_slot", "No free slot.")
-            )
+            if ready:
+                meta_code, result = await self._send(job, worker_id)
+            else:
+                result = self._not_sent(job, "no_slot", "No free slot.")
+        metrics.SENDS.labels(result["outcome"], "" if meta_code is None else str(meta_code)).inc()
         log.info(
             "send.finished",
             extra={**job.log_extra(), "outcome": result["outcome"], "error_code": result.get("error_code")},
@@ -248,10 +251,11 @@ class SendKind:
         )
         return token.page_token, token.provider, token.account_id
 
-    async def _send(self, job: SendJob, worker_id: str) -> dict[str, Any]:
+    async def _send(self, job: SendJob, worker_id: str) -> tuple[int | None, dict[str, Any]]:
+        """Send once; (Meta's error code or None, the outcome for the complete RPC)."""
         page_token, provider, account_id = await self._page_token(job, worker_id)
         if not page_token:
-            return {
+            return None, {
                 "outcome": "reauth",
                 "error_code": "no_token",
                 "error_message": "The account has no Page token.",
@@ -262,12 +266,12 @@ class SendKind:
         sender = job.page_id
         if provider == INSTAGRAM_LOGIN:
             if self._instagram is None:
-                return self._not_sent(
+                return None, self._not_sent(
                     job, "provider_not_configured", "This worker is not configured for Instagram Login."
                 )
             client, sender = self._instagram, account_id
         if sender is None:
-            return {
+            return None, {
                 "outcome": "failed",
                 "error_code": "no_sender",
                 "error_message": "The account has no sender id.",
@@ -283,14 +287,14 @@ class SendKind:
                 tag=job.tag,
             )
         except GraphError as exc:
-            return outcome_for(
+            return exc.meta_code, outcome_for(
                 exc,
                 attempt=job.attempt,
                 max_attempts=job.max_attempts,
                 backoff=self._backoff,
                 now=self._clock(),
             )
-        return {
+        return None, {
             "outcome": "sent",
             "meta_message_id": sent.message_id,
             "usage_percent": sent.usage_percent,
