@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import signal
 import time
 from datetime import datetime, timedelta
 from typing import Any
@@ -26,6 +25,7 @@ from tests.worker.test_send import (  # the send kind's fixtures and helpers
     sandbox_messages,
     send_graph,
     settled,
+    sigkill_workers,
     webhook_api,
 )
 from worker.kinds.scheduled import ScheduledDispatch
@@ -159,31 +159,12 @@ async def test_workers_killed_mid_batch_send_each_once(  # noqa: PLR0917 - fixtu
 ) -> None:  # fmt: skip
     """Worker processes SIGKILLed three times while 200 due messages go out: no text twice at the sandbox,
     and in the end all 200 are sent."""
-    from tests.worker.test_subprocess import start_worker
-
     sandbox.control("POST", "latency", {"path": "/messages$", "ms": 50})
     convs = await conversations(pg, sandbox, accounts=2, people=5)
     for i in range(200):
         await schedule(db, convs[i % len(convs)], f"batch {i}")
     await make_due(pg)
-    env = {"INSTAGRAM_SEND_ECHO_WAIT_SECONDS": "1"}
-    for _ in range(3):
-        before = len(sandbox_messages(sandbox))
-        proc = start_worker(database_url, sandbox, "--concurrency", "10", "--lease-seconds", "2",
-                            "--poll-interval", "0.1", env_extra=env)  # fmt: skip
-        try:
-            for _ in range(500):
-                if len(sandbox_messages(sandbox)) >= before + 10:
-                    break
-                await asyncio.sleep(0.01)
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(timeout=10)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            if proc.stderr is not None:
-                proc.stderr.close()
+    await sigkill_workers(database_url, sandbox, rounds=3, each=10)
     await run_until(workers(db, send_graph), all_finished(pg, sandbox), timeout=60)
     texts = collections.Counter(m["text"] for m in sandbox_messages(sandbox))
     assert len(texts) == 200 and max(texts.values()) == 1

@@ -129,6 +129,30 @@ async def run(db: AsyncpgDatabase, graph: GraphClient, pg: asyncpg.Connection, s
                     timeout=timeout)  # fmt: skip
 
 
+async def sigkill_workers(database_url: str, sandbox: Any, *, rounds: int, each: int) -> None:
+    """`rounds` times: a worker process starts, and is SIGKILLed once `each` more copies reached the sandbox."""
+    from tests.worker.test_subprocess import start_worker
+
+    env = {"INSTAGRAM_SEND_ECHO_WAIT_SECONDS": "1"}
+    for _ in range(rounds):
+        before = len(sandbox_messages(sandbox))
+        proc = start_worker(database_url, sandbox, "--concurrency", "10", "--lease-seconds", "2",
+                            "--poll-interval", "0.1", env_extra=env)  # fmt: skip
+        try:
+            for _ in range(500):
+                if len(sandbox_messages(sandbox)) >= before + each:
+                    break
+                await asyncio.sleep(0.01)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=10)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            if proc.stderr is not None:
+                proc.stderr.close()
+
+
 @pytest.fixture(autouse=True)
 async def quick_echo_wait(db: AsyncpgDatabase) -> None:
     await db.rpc("instagram_settings_apply_v1", {"p_settings": {"echo_wait_seconds": 1}})
@@ -311,30 +335,11 @@ async def test_workers_killed_mid_send_five_times_never_send_twice(  # noqa: PLR
 ) -> None:  # fmt: skip
     """Five worker processes SIGKILLed while sending 100 messages: at the sandbox no message twice; in the
     end each is sent once (the echo confirmed what the dead workers had sent)."""
-    from tests.worker.test_subprocess import start_worker
-
     sandbox.control("POST", "latency", {"path": "/messages$", "ms": 100})
     convs = await conversations(pg, sandbox, accounts=2, people=5)
     for i in range(100):
         await rpc.send_message(db, MEMBER, conversation_id=convs[i % len(convs)], text=f"message {i}")
-    env = {"INSTAGRAM_SEND_ECHO_WAIT_SECONDS": "1"}
-    for _ in range(5):
-        before = len(sandbox_messages(sandbox))
-        proc = start_worker(database_url, sandbox, "--concurrency", "10", "--lease-seconds", "2",
-                            "--poll-interval", "0.1", env_extra=env)  # fmt: skip
-        try:
-            for _ in range(500):
-                if len(sandbox_messages(sandbox)) >= before + 5:
-                    break
-                await asyncio.sleep(0.01)
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(timeout=10)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            if proc.stderr is not None:
-                proc.stderr.close()
+    await sigkill_workers(database_url, sandbox, rounds=5, each=5)
     await run(db, send_graph, pg, sandbox, timeout=60)
     texts = collections.Counter(m["text"] for m in sandbox_messages(sandbox))
     assert max(texts.values()) == 1 and len(texts) == 100
