@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Debian's Chromium for the browser tests (Playwright drives it; no browser download). Idempotent and
 # quiet: nothing happens when it is there; as root it is installed with apt-get (as scripts/db.sh does for
-# PostgreSQL), otherwise the exact command is printed and the browser tests skip (CI runs as root).
+# PostgreSQL), otherwise it stops with the exact command (the browser tests never skip).
 set -euo pipefail
 CHROMIUM="${CHROMIUM:-/usr/bin/chromium}"
 [ -x "$CHROMIUM" ] && exit 0
@@ -11,5 +11,6 @@ if [ "$(id -u)" = 0 ]; then
   apt-get update -qq >/dev/null
   apt-get install -y -qq chromium >/dev/null || { echo "browser: apt-get install chromium failed" >&2; exit 1; }
 else
-  echo "browser: $CHROMIUM is missing; the browser tests skip. Install it: sudo apt-get install -y chromium" >&2
+  echo "browser: $CHROMIUM is missing; install it: sudo apt-get install -y chromium" >&2
+  exit 1
 fi
