@@ -33,7 +33,9 @@ PHONE = {"width": 390, "height": 844}
 pytestmark = pytest.mark.slow
 
 if not CHROMIUM.exists():  # `make test` installs it (scripts/chromium.sh); these tests never skip
-    raise RuntimeError(f"{CHROMIUM} is missing: `make browser` installs Debian's chromium (apt-get install chromium)")
+    raise RuntimeError(
+        f"{CHROMIUM} is missing: `make browser` installs Debian's chromium (apt-get install chromium)"
+    )
 
 
 def _free_port() -> int:
